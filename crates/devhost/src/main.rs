@@ -1,0 +1,157 @@
+//! `devhost`: runs a Spin application (manifest v2) locally the way `spin up` does, for the
+//! features this project uses. Production runs on Spin itself; see the README.
+
+mod app;
+mod kv;
+mod logs;
+mod manifest;
+mod outbound;
+mod routes;
+mod runtime_config;
+mod send;
+mod server;
+mod state;
+mod variables;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "devhost", version, about = "Run a Spin application locally (a dev stand-in for `spin up`)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the application, like `spin up`.
+    Up(UpArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// The application manifest.
+    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+    from: PathBuf,
+    /// Run each component's build command first (like `spin up --build`).
+    #[arg(long)]
+    build: bool,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: String,
+    /// State directory (default: `.spin` beside the manifest).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Spin runtime configuration file.
+    #[arg(long)]
+    runtime_config_file: Option<PathBuf>,
+    /// Set an application variable (NAME=VALUE); repeatable.
+    #[arg(long = "variable", value_parser = variables::parse_pair)]
+    variables: Vec<(String, String)>,
+    /// Seed the default key-value store (KEY=VALUE); repeatable.
+    #[arg(long = "key-value", value_parser = variables::parse_pair)]
+    key_values: Vec<(String, String)>,
+    /// Where compiled components are cached (default: `<state dir>/../.spin/devhost-cache`
+    /// beside the manifest); `none` disables caching.
+    #[arg(long)]
+    cache_dir: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up(args).await,
+        }
+    });
+    // Guests still running after shutdown are abandoned, as when Spin exits.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    if let Err(e) = &result {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn up(args: UpArgs) -> Result<()> {
+    let manifest_path = args.from.clone();
+    let manifest = manifest::Manifest::load(&manifest_path)?;
+    if args.build {
+        build(&manifest)?;
+    }
+    let runtime_config = match &args.runtime_config_file {
+        Some(path) => runtime_config::RuntimeConfig::load(path)?,
+        None => runtime_config::RuntimeConfig::default(),
+    };
+    let cwd = std::env::current_dir()?;
+    let variables = variables::Variables::resolve(&manifest, &args.variables, &|k| std::env::var(k).ok(), &cwd)?;
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| manifest.base_dir.join(".spin"));
+    let cache_dir = match args.cache_dir.as_deref() {
+        Some("none") => None,
+        Some(dir) => Some(std::path::absolute(dir)?),
+        None => Some(manifest.base_dir.join(".spin").join("devhost-cache")),
+    };
+    let app_name = manifest.name.clone();
+    let app = app::App::load(app::AppOptions {
+        manifest,
+        runtime_config,
+        variables,
+        state_dir: state_dir.clone(),
+        cache_dir,
+        seed_default_store: args.key_values.clone(),
+    })
+    .await?;
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("Serving http://{addr}");
+    println!("Application {app_name:?}, state in {}", state_dir.display());
+    println!("Available Routes:");
+    for route in app.router().routes() {
+        println!("  {}: http://{addr}{}", route.component, route.raw.trim_end_matches("/..."));
+    }
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+
+    server::serve(app, listener, shutdown_signal()).await?;
+    println!("Shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs every component's build commands, like `spin build`.
+fn build(manifest: &manifest::Manifest) -> Result<()> {
+    for (id, component) in &manifest.components {
+        let Some(build) = &component.build else { continue };
+        for command in &build.commands {
+            println!("Building component {id} with `{command}`");
+            run_shell(command, &build.workdir).with_context(|| format!("build of component {id:?} failed"))?;
+        }
+    }
+    Ok(())
+}
+
+fn run_shell(command: &str, dir: &Path) -> Result<()> {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("cannot run `{command}` in {}", dir.display()))?;
+    if !status.success() {
+        bail!("`{command}` exited with {status}");
+    }
+    Ok(())
+}

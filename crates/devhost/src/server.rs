@@ -1,0 +1,180 @@
+//! The HTTP listener: Spin's reserved routes, stripping of client-sent `spin-*` headers,
+//! routing, and one log line per request.
+
+use crate::app::{plain_response, App, RequestContext};
+use anyhow::Result;
+use bytes::Bytes;
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::net::TcpListener;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// Accepts connections until `shutdown` resolves.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let local = listener.local_addr()?;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, client_addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("devhost: accept failed: {e}");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        stream.set_nodelay(true).ok();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(dispatch(app, req, client_addr, local).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(wasmtime_wasi_http::io::TokioIo::new(stream), service)
+                .await
+            {
+                if !e.is_incomplete_message() {
+                    eprintln!("devhost: connection from {client_addr}: {e}");
+                }
+            }
+        });
+    }
+}
+
+async fn dispatch(
+    app: Arc<App>,
+    mut req: http::Request<Incoming>,
+    client_addr: SocketAddr,
+    local: SocketAddr,
+) -> http::Response<HyperOutgoingBody> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
+
+    // Unlike Spin (which appends its own values), drop client-sent spin-* headers entirely so a
+    // component can trust every spin-* header it sees.
+    let forged: Vec<_> = req.headers().keys().filter(|k| k.as_str().starts_with("spin-")).cloned().collect();
+    for name in forged {
+        req.headers_mut().remove(name);
+    }
+
+    let request_path = req.uri().path().to_string();
+    if request_path == "/.well-known/spin/health" {
+        return log_when_done(plain_response(200, "OK\n"), method, path, "devhost".into(), started);
+    }
+    if request_path.starts_with("/.well-known/spin/") {
+        return log_when_done(plain_response(404, "Not Found\n"), method, path, "devhost".into(), started);
+    }
+    let Some(route) = app.router().route(&request_path) else {
+        return log_when_done(plain_response(404, "Not Found\n"), method, path, "devhost".into(), started);
+    };
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| local.to_string());
+    let ctx = RequestContext { route, client_addr, origin: format!("http://{host}") };
+    app.handle(req, ctx).await
+}
+
+/// Wraps a response body so one line (method, path, status, bytes, ms, component) is logged
+/// when the body has been fully sent or dropped.
+pub fn log_when_done(
+    response: http::Response<HyperOutgoingBody>,
+    method: http::Method,
+    path: String,
+    component: String,
+    started: Instant,
+) -> http::Response<HyperOutgoingBody> {
+    let status = response.status().as_u16();
+    response.map(|body| {
+        CountingBody { inner: body, bytes: 0, line: Some(RequestLine { method, path, status, component, started }) }
+            .boxed_unsync()
+    })
+}
+
+struct RequestLine {
+    method: http::Method,
+    path: String,
+    status: u16,
+    component: String,
+    started: Instant,
+}
+
+struct CountingBody {
+    inner: HyperOutgoingBody,
+    bytes: u64,
+    line: Option<RequestLine>,
+}
+
+impl CountingBody {
+    fn finish(&mut self, outcome: &str) {
+        if let Some(l) = self.line.take() {
+            eprintln!(
+                "{} {} {} {}B {}ms {}{}",
+                l.method,
+                l.path,
+                l.status,
+                self.bytes,
+                l.started.elapsed().as_millis(),
+                l.component,
+                outcome
+            );
+        }
+    }
+}
+
+impl http_body::Body for CountingBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let outcome = format!(" (body error: {e})");
+                self.finish(&outcome);
+            }
+            Poll::Ready(None) => self.finish(""),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountingBody {
+    fn drop(&mut self) {
+        let outcome = if self.inner.is_end_stream() { "" } else { " (client went away)" };
+        self.finish(outcome);
+    }
+}

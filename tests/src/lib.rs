@@ -1,0 +1,919 @@
+//! Harness for the dev host's end-to-end tests.
+//!
+//! - [`DevHost`] runs the `devhost` binary (`devhost up --from <manifest> --listen 127.0.0.1:0
+//!   --state-dir <fresh tempdir> ...`), waits for its `Serving http://127.0.0.1:PORT` line, and
+//!   kills and reaps it on drop.
+//! - [`Client`]-style helpers ([`DevHost::get`], [`DevHost::request`], [`raw_request`]) talk HTTP
+//!   over loopback with a timeout on every call.
+//! - [`Origin`] is a tiny local HTTP origin for outbound tests; [`RedisServer`] runs a throwaway
+//!   `redis-server` when one is installed.
+//!
+//! Nothing here talks to anything but 127.0.0.1.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value as Json;
+
+/// Timeout for one HTTP exchange with the dev host or the origin.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long `devhost up` may take to print its `Serving` line (it compiles every component
+/// first; a debug build of the dev host is slow at that). Override with
+/// `DEVHOST_STARTUP_TIMEOUT_SECS`.
+pub fn startup_timeout() -> Duration {
+    std::env::var("DEVHOST_STARTUP_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(180))
+}
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
+}
+
+/// The dev host binary: `$DEVHOST_BIN`, else `<target>/debug/devhost`. Panics with a hint when
+/// it does not exist.
+pub fn devhost_bin() -> PathBuf {
+    let bin = match std::env::var_os("DEVHOST_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => target_dir().join("debug").join("devhost"),
+    };
+    assert!(
+        bin.is_file(),
+        "dev host binary not found at {} — build it first (`cargo build -p devhost`) or set \
+         DEVHOST_BIN to its path",
+        bin.display()
+    );
+    bin
+}
+
+/// `tests/fixtures/`.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The command that builds every fixture component.
+pub const FIXTURE_BUILD_COMMAND: &str = "cargo build --target wasm32-wasip2 --release \
+     -p fixture-app -p fixture-echo -p fixture-unsupported";
+
+/// Path of a built fixture component (`fixture_app`, `fixture_echo`, `fixture_unsupported`);
+/// panics with the build command when it is missing.
+pub fn fixture_wasm(stem: &str) -> PathBuf {
+    let path = target_dir().join("wasm32-wasip2").join("release").join(format!("{stem}.wasm"));
+    assert!(
+        path.is_file(),
+        "fixture component {} is missing — build the fixtures first: `{}`",
+        path.display(),
+        FIXTURE_BUILD_COMMAND
+    );
+    path
+}
+
+/// A manifest under `tests/fixtures/`, after checking that the fixture wasm files exist.
+pub fn fixture_manifest(name: &str) -> PathBuf {
+    fixture_wasm("fixture_app");
+    fixture_wasm("fixture_echo");
+    if name.contains("unsupported") {
+        fixture_wasm("fixture_unsupported");
+    }
+    if std::env::var_os("CARGO_TARGET_DIR").is_some() {
+        // The manifests point at ../../target; make sure that is where the wasm is.
+        let expected = workspace_root().join("target/wasm32-wasip2/release/fixture_app.wasm");
+        assert!(
+            expected.is_file(),
+            "the fixture manifests reference {}, but CARGO_TARGET_DIR points elsewhere; build \
+             the fixtures with CARGO_TARGET_DIR={}/target",
+            expected.display(),
+            workspace_root().display()
+        );
+    }
+    fixtures_dir().join(name)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dev host process
+// ---------------------------------------------------------------------------------------------
+
+/// How to start a dev host.
+pub struct DevHostBuilder {
+    manifest: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    state_dir: StateDir,
+}
+
+enum StateDir {
+    /// A fresh tempdir passed as `--state-dir`.
+    Fresh,
+    /// No `--state-dir` argument at all (the dev host's default).
+    Omitted,
+}
+
+/// Why a dev host did not come up.
+#[derive(Debug)]
+pub struct StartupFailure {
+    /// Exit status, if the process exited (None: it was still running at the deadline).
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for StartupFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "dev host did not start: {} (status {:?})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.reason, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+impl DevHostBuilder {
+    /// Add one argument after the standard ones.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// `--variable name=value`.
+    pub fn variable(self, name: &str, value: &str) -> Self {
+        self.arg("--variable").arg(format!("{name}={value}"))
+    }
+
+    /// `--runtime-config-file path`.
+    pub fn runtime_config(self, path: &Path) -> Self {
+        self.arg("--runtime-config-file").arg(path.to_string_lossy().into_owned())
+    }
+
+    /// An environment variable for the dev host process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Run the dev host in this working directory.
+    pub fn cwd(mut self, dir: &Path) -> Self {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Do not pass `--state-dir` (test the default location).
+    pub fn without_state_dir(mut self) -> Self {
+        self.state_dir = StateDir::Omitted;
+        self
+    }
+
+    /// Spawn `devhost up ...` and wait for its `Serving http://...` line.
+    pub fn start(self) -> Result<DevHost, StartupFailure> {
+        let bin = devhost_bin();
+        let state_tmp = match self.state_dir {
+            StateDir::Fresh => Some(tempdir("devhost-state")),
+            StateDir::Omitted => None,
+        };
+
+        let mut cmd = Command::new(&bin);
+        cmd.arg("up").arg("--from").arg(&self.manifest).arg("--listen").arg("127.0.0.1:0");
+        if let Some(state) = &state_tmp {
+            cmd.arg("--state-dir").arg(state.path());
+        }
+        cmd.args(&self.args);
+        // Hermetic: no SPIN_VARIABLE_* from the outer environment.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SPIN_VARIABLE_") {
+                cmd.env_remove(key);
+            }
+        }
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+
+        let stdout_buf = Arc::new(Mutex::new(String::new()));
+        let stderr_buf = Arc::new(Mutex::new(String::new()));
+        let (url_tx, url_rx) = mpsc::channel::<String>();
+
+        let out_thread = {
+            let stdout = child.stdout.take().expect("piped stdout");
+            let buf = stdout_buf.clone();
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stdout);
+                let mut line = String::new();
+                let mut sent = false;
+                loop {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            buf.lock().unwrap().push_str(&line);
+                            if !sent {
+                                if let Some(url) = parse_serving_line(&line) {
+                                    sent = true;
+                                    let _ = url_tx.send(url);
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let err_thread = {
+            let stderr = child.stderr.take().expect("piped stderr");
+            let buf = stderr_buf.clone();
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match reader.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n])),
+                    }
+                }
+            })
+        };
+
+        let deadline = Instant::now() + startup_timeout();
+        let failure = |child: &mut Child,
+                       status: Option<ExitStatus>,
+                       reason: String,
+                       threads: Vec<thread::JoinHandle<()>>,
+                       stdout_buf: &Arc<Mutex<String>>,
+                       stderr_buf: &Arc<Mutex<String>>| {
+            let status = match status {
+                Some(s) => Some(s),
+                None => {
+                    // Still running at the deadline: kill it; the status is ours, not its.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    None
+                }
+            };
+            for t in threads {
+                let _ = t.join();
+            }
+            StartupFailure {
+                status,
+                stdout: stdout_buf.lock().unwrap().clone(),
+                stderr: stderr_buf.lock().unwrap().clone(),
+                reason,
+            }
+        };
+
+        loop {
+            match url_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(base) => {
+                    let addr: SocketAddr = base
+                        .trim_start_matches("http://")
+                        .parse()
+                        .unwrap_or_else(|e| panic!("bad address in Serving line {base:?}: {e}"));
+                    return Ok(DevHost {
+                        child,
+                        base,
+                        addr,
+                        state_dir: state_tmp,
+                        manifest: self.manifest,
+                        stdout: stdout_buf,
+                        stderr: stderr_buf,
+                        threads: vec![out_thread, err_thread],
+                        agent: agent(),
+                    });
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // stdout closed without a Serving line: wait for the exit.
+                    let status = wait_with_deadline(&mut child, Duration::from_secs(30));
+                    return Err(failure(
+                        &mut child,
+                        status,
+                        "stdout closed before a `Serving http://...` line".into(),
+                        vec![out_thread, err_thread],
+                        &stdout_buf,
+                        &stderr_buf,
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                // Give the reader a moment in case the line raced the exit.
+                if let Ok(base) = url_rx.recv_timeout(Duration::from_millis(200)) {
+                    return Err(failure(
+                        &mut child,
+                        Some(status),
+                        format!("printed Serving {base} but exited"),
+                        vec![out_thread, err_thread],
+                        &stdout_buf,
+                        &stderr_buf,
+                    ));
+                }
+                return Err(failure(
+                    &mut child,
+                    Some(status),
+                    "exited before serving".into(),
+                    vec![out_thread, err_thread],
+                    &stdout_buf,
+                    &stderr_buf,
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(failure(
+                    &mut child,
+                    None,
+                    format!("no Serving line within {:?}", startup_timeout()),
+                    vec![out_thread, err_thread],
+                    &stdout_buf,
+                    &stderr_buf,
+                ));
+            }
+        }
+    }
+}
+
+fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `Serving http://127.0.0.1:PORT` → `http://127.0.0.1:PORT`.
+fn parse_serving_line(line: &str) -> Option<String> {
+    let idx = line.find("Serving http://")?;
+    let url = line[idx + "Serving ".len()..].split_whitespace().next()?.trim_end_matches('/');
+    Some(url.to_string())
+}
+
+/// A running dev host; killed and reaped on drop.
+pub struct DevHost {
+    child: Child,
+    base: String,
+    addr: SocketAddr,
+    state_dir: Option<TempDir>,
+    manifest: PathBuf,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    threads: Vec<thread::JoinHandle<()>>,
+    agent: ureq::Agent,
+}
+
+impl DevHost {
+    /// Builder for `devhost up --from <manifest>`.
+    pub fn builder(manifest: impl AsRef<Path>) -> DevHostBuilder {
+        DevHostBuilder {
+            manifest: manifest.as_ref().to_path_buf(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            cwd: None,
+            state_dir: StateDir::Fresh,
+        }
+    }
+
+    /// Start with the given extra arguments; panics (with the dev host's output) on failure.
+    pub fn start(manifest: impl AsRef<Path>, args: &[&str]) -> DevHost {
+        let mut b = DevHost::builder(manifest);
+        for a in args {
+            b = b.arg(*a);
+        }
+        b.start().unwrap_or_else(|f| panic!("{f}"))
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The `--state-dir` passed to the dev host (None with `without_state_dir`).
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state_dir.as_ref().map(|t| t.path())
+    }
+
+    pub fn manifest(&self) -> &Path {
+        &self.manifest
+    }
+
+    /// Everything the dev host printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything the dev host printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Is the process still running?
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn put(&self, path: &str, body: &[u8]) -> Resp {
+        self.request("PUT", path, &[], body)
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Resp {
+        self.request("POST", path, &[], body)
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        self.request("DELETE", path, &[], b"")
+    }
+
+    /// One HTTP exchange (timeout [`HTTP_TIMEOUT`]); panics on transport errors with the dev
+    /// host's stderr attached.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        match http_call(&self.agent, method, &self.url(path), headers, body) {
+            Ok(r) => r,
+            Err(e) => panic!("{method} {path} failed: {e}\n--- dev host stderr ---\n{}", self.stderr()),
+        }
+    }
+
+    /// Like [`DevHost::request`] but returns transport errors.
+    pub fn try_request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Resp, String> {
+        http_call(&self.agent, method, &self.url(path), headers, body)
+    }
+
+    /// Send raw bytes (a whole HTTP/1.1 request) and read the response until the server closes.
+    pub fn raw(&self, request: &str) -> Resp {
+        raw_request(self.addr, request.as_bytes())
+            .unwrap_or_else(|e| panic!("raw request failed: {e}\n--- stderr ---\n{}", self.stderr()))
+    }
+}
+
+impl Drop for DevHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP client helpers
+// ---------------------------------------------------------------------------------------------
+
+/// An HTTP response, fully read.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Json {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response (status {}) is not JSON: {e}: {:?}", self.status, self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(HTTP_TIMEOUT))
+        .max_redirects(0)
+        .proxy(None)
+        .build()
+        .into()
+}
+
+/// A fresh client with the harness's settings (no proxy, no redirects, 30 s timeout).
+pub fn client() -> ureq::Agent {
+    agent()
+}
+
+fn http_call(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Resp, String> {
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder.body(body.to_vec()).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut response = agent.run(request).map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = response.body_mut().with_config().limit(64 * 1024 * 1024).read_to_vec().map_err(|e| e.to_string())?;
+    Ok(Resp { status, headers, body, elapsed: start.elapsed() })
+}
+
+/// Write `request` to `addr` and read the response until the server closes the connection (send
+/// `Connection: close`). Handles `Content-Length` and chunked bodies.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Result<Resp, String> {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.write_all(request).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut head_end = None;
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    loop {
+        if let Some(h) = head_end {
+            let body = &raw[h..];
+            if let Some(n) = content_length {
+                if body.len() >= n {
+                    break;
+                }
+            } else if chunked && body.windows(5).any(|w| w == b"0\r\n\r\n") {
+                break;
+            }
+        }
+        let n = stream.read(&mut buf).map_err(|e| format!("read failed: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if head_end.is_none() {
+            if let Some(pos) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                head_end = Some(pos + 4);
+                let head = String::from_utf8_lossy(&raw[..pos]).to_ascii_lowercase();
+                for line in head.lines().skip(1) {
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.trim() == "content-length" {
+                            content_length = v.trim().parse().ok();
+                        }
+                        if k.trim() == "transfer-encoding" && v.contains("chunked") {
+                            chunked = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+    let h = head_end.ok_or_else(|| format!("no complete response head in {:?}", String::from_utf8_lossy(&raw)))?;
+    let head = String::from_utf8_lossy(&raw[..h]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[h..].to_vec();
+    if chunked {
+        body = dechunk(&body);
+    } else if let Some(n) = content_length {
+        body.truncate(n);
+    }
+    Ok(Resp { status, headers, body, elapsed: start.elapsed() })
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
+        let size_str = String::from_utf8_lossy(&data[..pos]);
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        data = &data[pos + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[(size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// Headers of an echo JSON (`{"headers": [[name, value], ...]}`): every value of `name`.
+pub fn echoed_header_values(echo: &Json, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("echo JSON has no headers array: {echo}"))
+        .iter()
+        .filter_map(|pair| {
+            let k = pair[0].as_str()?;
+            (k.eq_ignore_ascii_case(name)).then(|| pair[1].as_str().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+/// The single value of `name` in an echo JSON; panics if absent or repeated.
+pub fn echoed_header(echo: &Json, name: &str) -> String {
+    let values = echoed_header_values(echo, name);
+    assert_eq!(
+        values.len(),
+        1,
+        "expected exactly one `{name}` header in the component's request, got {values:?}; \
+         echo: {echo}"
+    );
+    values.into_iter().next().unwrap()
+}
+
+/// Poll `f` every 50 ms until it returns Some or `limit` passes.
+pub fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Percent-encode a query parameter value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Temp dirs
+// ---------------------------------------------------------------------------------------------
+
+pub use tempfile::TempDir;
+
+/// A fresh temporary directory (removed on drop).
+pub fn tempdir(prefix: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("{prefix}-")).tempdir().expect("create tempdir")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local origin server
+// ---------------------------------------------------------------------------------------------
+
+/// A tiny HTTP/1.1 origin on 127.0.0.1:0 serving fixed bodies per path (404 otherwise). Counts
+/// and records requests; stops on drop.
+pub struct Origin {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    hits: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Origin {
+    /// Serve `routes` (path → (status, body)).
+    pub fn start(routes: &[(&str, u16, &[u8])]) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        let addr = listener.local_addr().unwrap();
+        let routes: HashMap<String, (u16, Vec<u8>)> =
+            routes.iter().map(|(p, s, b)| (p.to_string(), (*s, b.to_vec()))).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let stop = stop.clone();
+            let hits = hits.clone();
+            let requests = requests.clone();
+            thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(mut conn) = conn else { continue };
+                    let routes = &routes;
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                    let _ = conn.set_write_timeout(Some(Duration::from_secs(10)));
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let complete = loop {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break false,
+                            Ok(n) => {
+                                head.extend_from_slice(&buf[..n]);
+                                if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                                    break true;
+                                }
+                                if head.len() > 64 * 1024 {
+                                    break false;
+                                }
+                            }
+                        }
+                    };
+                    if !complete {
+                        continue;
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let target =
+                        head.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/").to_string();
+                    let path = target.split('?').next().unwrap_or("/").to_string();
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    requests.lock().unwrap().push(head);
+                    let (status, body) = routes.get(&path).cloned().unwrap_or((404, b"origin: not found".to_vec()));
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes());
+                    let _ = conn.write_all(&body);
+                    let _ = conn.flush();
+                    let _ = conn.shutdown(Shutdown::Both);
+                }
+            })
+        };
+        Origin { addr, stop, hits, requests, thread: Some(thread) }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.addr.port(), path)
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Raw request heads received so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------------------------
+
+/// A free TCP port on 127.0.0.1 (bound and released; racy but fine for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// A throwaway `redis-server` on 127.0.0.1 (no persistence); killed on drop.
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    /// Start one if `redis-server` is on PATH. Without it: panics when `CI` is set (CI must have
+    /// Redis), else prints a skip notice and returns None.
+    pub fn start_or_skip(test: &str) -> Option<RedisServer> {
+        let Some(bin) = find_on_path("redis-server") else {
+            if std::env::var_os("CI").is_some() {
+                panic!("{test}: redis-server is not on PATH, and CI is set: install Redis");
+            }
+            eprintln!("SKIPPED {test}: redis-server not on PATH (this test fails when CI is set)");
+            return None;
+        };
+        let dir = tempdir("redis");
+        for _attempt in 0..3 {
+            let port = free_port();
+            let mut child = Command::new(&bin)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let ready = poll_until(Duration::from_secs(10), || {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return Some(false);
+                }
+                redis_ping(port).then_some(true)
+            });
+            if ready == Some(true) {
+                return Some(RedisServer { child, port, _dir: dir });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("{test}: redis-server did not come up");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Run one command (inline protocol) and return the raw reply.
+    pub fn command(&self, args: &[&str]) -> String {
+        redis_command(self.port, args).expect("redis command")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_ping(port: u16) -> bool {
+    redis_command(port, &["PING"]).map(|r| r.starts_with("+PONG")).unwrap_or(false)
+}
+
+fn redis_command(port: u16, args: &[&str]) -> Result<String, String> {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+    }
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}

@@ -1,0 +1,106 @@
+//! Project tasks, so that running and testing each take one command on a fresh machine:
+//!
+//! - `cargo xtask up [devhost up args...]` builds the dev host and every component, then serves
+//!   `spin.toml` on <http://127.0.0.1:3000> with the embedded SQLite store.
+//! - `cargo xtask test` builds the dev host and every wasm component (app and test fixtures),
+//!   then runs all tests: unit, dev host, end-to-end.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The wasm target every component is built for.
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    match args.first().map(String::as_str) {
+        Some("up") => up(&root, &args[1..]),
+        Some("test") => test(&root, &args[1..]),
+        Some("build-wasm") => build_wasm(&root),
+        _ => {
+            eprintln!("usage: cargo xtask <up|test|build-wasm> [args...]");
+            eprintln!("  up          build everything and serve spin.toml on the dev host");
+            eprintln!("  test        build everything and run every test (extra args go to cargo test)");
+            eprintln!("  build-wasm  build every wasm component (app and test fixtures)");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(mut cmd: Command) -> Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Workspace packages that are wasm components: everything under `components/` and
+/// `tests/fixtures/`.
+fn wasm_packages(root: &Path) -> Result<Vec<String>> {
+    let output = cargo()
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(root)
+        .output()
+        .context("cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let dirs = [root.join("components"), root.join("tests").join("fixtures")];
+    let mut names = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let manifest = Path::new(package["manifest_path"].as_str().unwrap_or_default());
+        if dirs.iter().any(|d| manifest.starts_with(d)) {
+            names.push(package["name"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    Ok(names)
+}
+
+fn build_wasm(root: &Path) -> Result<()> {
+    let packages = wasm_packages(root)?;
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = cargo();
+    cmd.current_dir(root).args(["build", "--release", "--target", WASM_TARGET]);
+    for p in &packages {
+        cmd.args(["-p", p]);
+    }
+    run(cmd)
+}
+
+fn build_devhost(root: &Path) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.current_dir(root).args(["build", "--release", "-p", "devhost"]);
+    run(cmd)?;
+    Ok(root.join("target").join("release").join("devhost"))
+}
+
+fn up(root: &Path, extra: &[String]) -> Result<()> {
+    let devhost = build_devhost(root)?;
+    build_wasm(root)?;
+    let mut cmd = Command::new(devhost);
+    cmd.current_dir(root).args(["up", "--from", "spin.toml"]).args(extra);
+    run(cmd)
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    let devhost = build_devhost(root)?;
+    build_wasm(root)?;
+    let mut cmd = cargo();
+    cmd.current_dir(root).env("DEVHOST_BIN", &devhost).arg("test").args(extra);
+    run(cmd)
+}
