@@ -1,1 +1,28 @@
 //! Sans-IO core of Downlink.
+//!
+//! Everything here is pure logic over inputs the caller supplies — request headers, bytes,
+//! the current time, random ids — returning decisions, records and bytes to send or store.
+//! No sockets, files, clocks, randomness or threads, so the same code runs natively in tests
+//! and inside `wasm32-wasip2` Spin components.
+//!
+//! - [`path`]: user paths, normalised and validated.
+//! - [`error`]: the error envelope and the code → status table.
+//! - [`auth`]: bearer tokens checked against hashed configuration, scopes.
+//! - [`meta`]: file records, directory indexes, content types.
+//! - [`blob`]: key layout, chunking, read plans, garbage-collection planning.
+//! - [`http`]: `Range`, conditional requests, HTTP dates, `Content-Disposition`.
+//! - [`storage`]: the key-value trait backends implement and the file operations on it.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod blob;
+pub mod error;
+pub mod http;
+pub mod meta;
+pub mod path;
+pub mod storage;
+
+pub use error::{ApiError, ErrorCode};
+pub use path::StoragePath;

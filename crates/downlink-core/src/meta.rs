@@ -1,0 +1,333 @@
+//! Stored records: per-file metadata and per-directory child indexes.
+//!
+//! Both serialise to deterministic JSON (struct field order, sorted maps), so byte equality is
+//! value equality, which is what compare-and-swap on a key-value store compares.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::blob::BlobId;
+use crate::path::StoragePath;
+
+/// Where a file's bytes came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "url", rename_all = "lowercase")]
+pub enum Origin {
+    /// Uploaded by a client.
+    Upload,
+    /// Fetched by the download worker from this URL.
+    Url(String),
+}
+
+/// Everything stored about one file; the value behind [`crate::blob::meta_key`].
+///
+/// The file's bytes are the chunks of `blob_id`. Writing a new version writes a new blob and
+/// then swaps this record, so readers see either the old or the new file, never a mix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// The file's path.
+    pub path: StoragePath,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC-32 (IEEE) of the content, as ZIP needs it up front.
+    pub crc32: u32,
+    /// MIME type served with the file.
+    pub content_type: String,
+    /// Unix seconds when the path first got a file.
+    pub created: u64,
+    /// Unix seconds of the last completed write.
+    pub modified: u64,
+    /// Upload or source URL.
+    pub origin: Origin,
+    /// The blob holding the bytes.
+    pub blob_id: BlobId,
+    /// Bytes per chunk; every chunk but the last is exactly this long.
+    pub chunk_size: u32,
+    /// Hex SHA-256 of the content, when it was computed (e.g. to verify a download).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl FileMeta {
+    /// Strong ETag: the blob id changes on every write and size and CRC pin the content, so two
+    /// equal tags mean byte-identical bodies (required for `If-Range` resume).
+    pub fn etag(&self) -> String {
+        format!("\"{}-{:x}-{:08x}\"", self.blob_id, self.size, self.crc32)
+    }
+
+    /// Serialises to the stored JSON form.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        // Plain data with string keys: serialisation cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses the stored JSON form.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<FileMeta, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Number of chunks holding the content.
+    pub fn chunk_count(&self) -> u64 {
+        crate::blob::chunk_count(self.size, self.chunk_size)
+    }
+}
+
+/// What a directory entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A file with a [`FileMeta`].
+    File,
+    /// A directory with its own [`DirIndex`].
+    Dir,
+}
+
+/// An insert found the name already used by the other kind (file vs directory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("name already used by a {existing:?}")]
+pub struct KindConflict {
+    /// What the name already is.
+    pub existing: EntryKind,
+}
+
+/// The direct children of one directory, name → kind, sorted by name.
+///
+/// Operations report whether they changed anything, so a caller's compare-and-swap loop can
+/// skip the write when there is nothing to do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirIndex {
+    entries: BTreeMap<String, EntryKind>,
+}
+
+impl DirIndex {
+    /// An empty directory.
+    pub fn new() -> Self {
+        DirIndex::default()
+    }
+
+    /// Adds `name` as `kind`. `Ok(true)` if added, `Ok(false)` if already present as `kind`,
+    /// `Err` if present as the other kind (nothing changes).
+    pub fn insert(&mut self, name: &str, kind: EntryKind) -> Result<bool, KindConflict> {
+        match self.entries.get(name) {
+            Some(existing) if *existing == kind => Ok(false),
+            Some(existing) => Err(KindConflict { existing: *existing }),
+            None => {
+                self.entries.insert(name.to_owned(), kind);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Removes `name`; `true` if it was present.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.entries.remove(name).is_some()
+    }
+
+    /// The kind of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<EntryKind> {
+        self.entries.get(name).copied()
+    }
+
+    /// Entries sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, EntryKind)> {
+        self.entries.iter().map(|(name, kind)| (name.as_str(), *kind))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the directory has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Serialises deterministically (sorted names).
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses the stored form.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<DirIndex, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// MIME type for a file name by extension, `application/octet-stream` when unknown.
+///
+/// A small table instead of `mime_guess`: Downlink serves files, it does not need a thousand
+/// rarely used types, and every component that embeds this crate stays smaller and free of a
+/// build script. Text types carry `charset=utf-8` so browsers do not guess.
+pub fn content_type_for(name: &str) -> &'static str {
+    let Some((_, extension)) = name.rsplit_once('.') else {
+        return "application/octet-stream";
+    };
+    if extension.len() > 8 {
+        return "application/octet-stream";
+    }
+    match extension.to_ascii_lowercase().as_str() {
+        "txt" | "log" | "text" => "text/plain; charset=utf-8",
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "tsv" => "text/tab-separated-values; charset=utf-8",
+        "md" | "markdown" => "text/markdown; charset=utf-8",
+        "ics" => "text/calendar; charset=utf-8",
+        "json" | "map" => "application/json",
+        "ndjson" | "jsonl" => "application/x-ndjson",
+        "xml" => "application/xml",
+        "yaml" | "yml" => "application/yaml",
+        "toml" => "application/toml",
+        "pdf" => "application/pdf",
+        "wasm" => "application/wasm",
+        "zip" => "application/zip",
+        "gz" | "tgz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "bz2" => "application/x-bzip2",
+        "xz" => "application/x-xz",
+        "zst" => "application/zstd",
+        "7z" => "application/x-7z-compressed",
+        "rar" => "application/vnd.rar",
+        "jar" => "application/java-archive",
+        "apk" => "application/vnd.android.package-archive",
+        "deb" => "application/vnd.debian.binary-package",
+        "rpm" => "application/x-rpm",
+        "dmg" => "application/x-apple-diskimage",
+        "iso" => "application/x-iso9660-image",
+        "exe" | "dll" | "msi" => "application/octet-stream",
+        "sh" => "application/x-sh",
+        "epub" => "application/epub+zip",
+        "parquet" => "application/vnd.apache.parquet",
+        "doc" => "application/msword",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xls" => "application/vnd.ms-excel",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "ppt" => "application/vnd.ms-powerpoint",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "odt" => "application/vnd.oasis.opendocument.text",
+        "ods" => "application/vnd.oasis.opendocument.spreadsheet",
+        "odp" => "application/vnd.oasis.opendocument.presentation",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "svg" => "image/svg+xml",
+        "ico" => "image/vnd.microsoft.icon",
+        "bmp" => "image/bmp",
+        "tif" | "tiff" => "image/tiff",
+        "heic" => "image/heic",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "ogg" | "oga" => "audio/ogg",
+        "opus" => "audio/opus",
+        "flac" => "audio/flac",
+        "m4a" => "audio/mp4",
+        "aac" => "audio/aac",
+        "mp4" | "m4v" => "video/mp4",
+        "webm" => "video/webm",
+        "mkv" => "video/x-matroska",
+        "mov" => "video/quicktime",
+        "avi" => "video/x-msvideo",
+        "mpeg" | "mpg" => "video/mpeg",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FileMeta {
+        FileMeta {
+            path: StoragePath::parse("docs/report.pdf").unwrap(),
+            size: 1234,
+            crc32: 0xdead_beef,
+            content_type: content_type_for("report.pdf").to_owned(),
+            created: 1_700_000_000,
+            modified: 1_700_000_100,
+            origin: Origin::Url("https://example.com/r.pdf".to_owned()),
+            blob_id: BlobId::new("b1").unwrap(),
+            chunk_size: 1024,
+            sha256: None,
+        }
+    }
+
+    #[test]
+    fn meta_round_trips_and_omits_missing_sha() {
+        let meta = sample();
+        let bytes = meta.to_json_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(!text.contains("sha256"));
+        assert!(text.contains(r#""origin":{"kind":"url","url":"https://example.com/r.pdf"}"#));
+        assert_eq!(FileMeta::from_json_bytes(&bytes).unwrap(), meta);
+        let upload = FileMeta { origin: Origin::Upload, sha256: Some("ab".repeat(32)), ..sample() };
+        let text = String::from_utf8(upload.to_json_bytes()).unwrap();
+        assert!(text.contains(r#""origin":{"kind":"upload"}"#));
+        assert_eq!(FileMeta::from_json_bytes(text.as_bytes()).unwrap(), upload);
+        assert_eq!(meta.chunk_count(), 2);
+    }
+
+    #[test]
+    fn stored_meta_with_bad_path_is_rejected() {
+        let text = String::from_utf8(sample().to_json_bytes()).unwrap().replace("docs/report.pdf", "docs/../x");
+        assert!(FileMeta::from_json_bytes(text.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn etag_is_strong_and_changes_with_content() {
+        let meta = sample();
+        assert_eq!(meta.etag(), "\"b1-4d2-deadbeef\"");
+        let other_blob = FileMeta { blob_id: BlobId::new("b2").unwrap(), ..sample() };
+        assert_ne!(meta.etag(), other_blob.etag());
+        assert!(!meta.etag().starts_with("W/"));
+    }
+
+    #[test]
+    fn dir_index_operations_report_changes() {
+        let mut index = DirIndex::new();
+        assert_eq!(index.insert("b", EntryKind::File), Ok(true));
+        assert_eq!(index.insert("b", EntryKind::File), Ok(false));
+        assert_eq!(index.insert("b", EntryKind::Dir), Err(KindConflict { existing: EntryKind::File }));
+        assert_eq!(index.insert("a", EntryKind::Dir), Ok(true));
+        assert_eq!(index.get("a"), Some(EntryKind::Dir));
+        assert_eq!(String::from_utf8(index.to_json_bytes()).unwrap(), r#"{"entries":{"a":"dir","b":"file"}}"#);
+        assert!(index.remove("b"));
+        assert!(!index.remove("b"));
+        assert_eq!(index.len(), 1);
+        let back = DirIndex::from_json_bytes(&index.to_json_bytes()).unwrap();
+        assert_eq!(back, index);
+    }
+
+    #[test]
+    fn dir_index_bytes_are_order_independent() {
+        let mut first = DirIndex::new();
+        let mut second = DirIndex::new();
+        for name in ["z", "a", "m"] {
+            first.insert(name, EntryKind::File).unwrap();
+        }
+        for name in ["m", "z", "a"] {
+            second.insert(name, EntryKind::File).unwrap();
+        }
+        assert_eq!(first.to_json_bytes(), second.to_json_bytes());
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type_for("a.PDF"), "application/pdf");
+        assert_eq!(content_type_for("a.tar.gz"), "application/gzip");
+        assert_eq!(content_type_for("notes.txt"), "text/plain; charset=utf-8");
+        assert_eq!(content_type_for("README"), "application/octet-stream");
+        assert_eq!(content_type_for(".bashrc"), "application/octet-stream");
+        assert_eq!(content_type_for("x."), "application/octet-stream");
+        assert_eq!(content_type_for("x.verylongextension"), "application/octet-stream");
+        assert_eq!(content_type_for("photo.JpEg"), "image/jpeg");
+    }
+}

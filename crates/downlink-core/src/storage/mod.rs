@@ -1,0 +1,220 @@
+//! The storage abstraction and the file operations built on it.
+//!
+//! [`Storage`] is the narrow key-value interface a backend implements: get, set, delete,
+//! compare-and-swap, increment, and a full key listing used only by garbage collection.
+//! Everything else — chunked writes, atomic publication, directory indexes, deletes, listings,
+//! GC — is written once, generically, in this module, so endpoints never depend on the backend.
+//!
+//! # Implementing a backend
+//!
+//! - **Spin KV (`wasi:keyvalue`)**: `compare_and_swap(key, expected, new)` is `Cas::new(bucket,
+//!   key)`, compare `cas.current()` with `expected` (report [`CasOutcome::Conflict`] with the
+//!   current value if different), then `atomics::swap(cas, new)`; a `CasFailed` from `swap` is
+//!   also a conflict. `increment` is `atomics::increment`. `list_keys` is `bucket.list_keys`
+//!   (paged) — only GC calls it.
+//! - **S3-compatible object store**: `get` is GET, `set` PUT, `delete` DELETE;
+//!   `compare_and_swap` is GET (remember its ETag), compare bytes, then a conditional PUT with
+//!   `If-Match: <etag>` (or `If-None-Match: *` when `expected` is `None`); `412` is a conflict.
+//!   `increment` is a CAS loop on a decimal value; `list_keys` is ListObjectsV2.
+//!
+//! Values must stay within [`MAX_VALUE_BYTES`](crate::blob::MAX_VALUE_BYTES) and keys within
+//! [`MAX_KEY_BYTES`](crate::blob::MAX_KEY_BYTES); the key layout in [`crate::blob`]
+//! guarantees both.
+//!
+//! Methods are synchronous because Spin's key-value calls are synchronous from the guest.
+
+mod files;
+mod memory;
+
+pub use files::{
+    collect_garbage, create_dir, delete_dir_recursive, delete_file, list_dir, read_file, read_meta, stat, walk_files,
+    write_file, DeleteSummary, Entry, FileReader, FileWriter, GcReport, WriteMode, WriteOptions, DEFAULT_GC_GRACE_SECS,
+    TOUCH_INTERVAL_SECS,
+};
+pub use memory::{Fault, MemoryStorage};
+
+use crate::error::ApiError;
+
+/// A backend failure (connection, quota, corruption). Maps to `500 STORAGE_ERROR`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("storage error: {message}")]
+pub struct StorageError {
+    /// What failed, for logs; must not contain file contents or secrets.
+    pub message: String,
+}
+
+impl StorageError {
+    /// A failure with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        StorageError { message: message.into() }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(err: StorageError) -> Self {
+        ApiError::storage(err.message)
+    }
+}
+
+/// Result of [`Storage::compare_and_swap`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The value was replaced.
+    Swapped,
+    /// The stored value was not `expected`; here is what it is now, to retry against.
+    Conflict {
+        /// The current value (`None`: the key is absent).
+        current: Option<Vec<u8>>,
+    },
+}
+
+/// A key-value store. See the module docs for how backends map onto it.
+pub trait Storage {
+    /// The value of `key`, if present.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Stores `value` under `key` unconditionally.
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError>;
+
+    /// Removes `key`; removing an absent key succeeds.
+    fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Atomically replaces the value of `key` with `new` if it currently equals `expected`
+    /// (`None`: the key must be absent).
+    fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome, StorageError>;
+
+    /// Atomically adds `delta` to the counter at `key` (absent counts as 0) and returns the
+    /// new value. Counters are read with `increment(key, 0)`: their byte encoding is the
+    /// backend's business.
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StorageError>;
+
+    /// Every key in the store. Expensive on real backends; only garbage collection uses it.
+    fn list_keys(&self) -> Result<Vec<String>, StorageError>;
+}
+
+impl<S: Storage + ?Sized> Storage for &S {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        (**self).get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        (**self).set(key, value)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        (**self).delete(key)
+    }
+
+    fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome, StorageError> {
+        (**self).compare_and_swap(key, expected, new)
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StorageError> {
+        (**self).increment(key, delta)
+    }
+
+    fn list_keys(&self) -> Result<Vec<String>, StorageError> {
+        (**self).list_keys()
+    }
+}
+
+/// How many times [`cas_update`] retries before giving up; contention beyond this on one key
+/// means something is badly wrong, and failing beats spinning forever.
+pub const MAX_CAS_ATTEMPTS: usize = 64;
+
+/// What a [`cas_update`] step decided for the current value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CasStep<T> {
+    /// Store these bytes (if the value is still what the step saw), then return `T`.
+    Write(Vec<u8>, T),
+    /// Nothing to store; return `T`.
+    Done(T),
+}
+
+/// Read-modify-write with compare-and-swap, retried on conflict.
+///
+/// `decide` sees the current value (`None`: absent) and returns a [`CasStep`]; it may run
+/// several times, so it must be free of side effects. Errors from `decide` stop the loop.
+pub fn cas_update<S, T, F>(storage: &S, key: &str, mut decide: F) -> Result<T, ApiError>
+where
+    S: Storage + ?Sized,
+    F: FnMut(Option<&[u8]>) -> Result<CasStep<T>, ApiError>,
+{
+    let mut current = storage.get(key)?;
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        match decide(current.as_deref())? {
+            CasStep::Done(result) => return Ok(result),
+            CasStep::Write(bytes, result) => match storage.compare_and_swap(key, current.as_deref(), &bytes)? {
+                CasOutcome::Swapped => return Ok(result),
+                CasOutcome::Conflict { current: now } => current = now,
+            },
+        }
+    }
+    Err(ApiError::storage(format!("gave up after {MAX_CAS_ATTEMPTS} conflicting updates of one key")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cas_update_retries_until_it_wins() {
+        let storage = MemoryStorage::new();
+        storage.set("k", b"1").unwrap();
+        storage.before_next_cas("k", |store: &MemoryStorage| {
+            store.set("k", b"5").unwrap();
+        });
+        let old = cas_update(&storage, "k", |current| {
+            let value: u32 = std::str::from_utf8(current.unwrap_or(b"0")).unwrap().parse().unwrap();
+            Ok(CasStep::Write((value + 1).to_string().into_bytes(), value))
+        })
+        .unwrap();
+        assert_eq!(old, 5);
+        assert_eq!(storage.get("k").unwrap().unwrap(), b"6");
+    }
+
+    #[test]
+    fn cas_update_can_skip_writes_and_stop() {
+        let storage = MemoryStorage::new();
+        let writes = storage.write_count();
+        let result = cas_update(&storage, "k", |_| Ok(CasStep::Done(7))).unwrap();
+        assert_eq!(result, 7);
+        assert_eq!(storage.write_count(), writes);
+        let err =
+            cas_update(&storage, "k", |_| -> Result<CasStep<()>, _> { Err(ApiError::conflict("no")) }).unwrap_err();
+        assert_eq!(err.status(), 409);
+    }
+
+    #[test]
+    fn cas_update_gives_up_under_endless_contention() {
+        struct Hostile;
+        impl Storage for Hostile {
+            fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StorageError> {
+                Ok(None)
+            }
+            fn set(&self, _: &str, _: &[u8]) -> Result<(), StorageError> {
+                Ok(())
+            }
+            fn delete(&self, _: &str) -> Result<(), StorageError> {
+                Ok(())
+            }
+            fn compare_and_swap(&self, _: &str, _: Option<&[u8]>, _: &[u8]) -> Result<CasOutcome, StorageError> {
+                Ok(CasOutcome::Conflict { current: Some(b"other".to_vec()) })
+            }
+            fn increment(&self, _: &str, _: i64) -> Result<i64, StorageError> {
+                Ok(0)
+            }
+            fn list_keys(&self) -> Result<Vec<String>, StorageError> {
+                Ok(Vec::new())
+            }
+        }
+        let mut calls = 0;
+        let err = cas_update(&Hostile, "k", |_| {
+            calls += 1;
+            Ok(CasStep::Write(b"x".to_vec(), ()))
+        })
+        .unwrap_err();
+        assert_eq!(calls, MAX_CAS_ATTEMPTS);
+        assert_eq!(err.code, crate::error::ErrorCode::StorageError);
+    }
+}
