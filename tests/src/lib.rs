@@ -917,3 +917,61 @@ fn redis_command(port: u16, args: &[&str]) -> Result<String, String> {
     let n = s.read(&mut buf).map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the app's own end-to-end tests (the real spin.toml)
+// ---------------------------------------------------------------------------------------------
+
+/// The application manifest at the workspace root (`spin.toml`).
+pub fn app_manifest() -> PathBuf {
+    workspace_root().join("spin.toml")
+}
+
+/// A client with the harness's settings but its own overall timeout (for large bodies).
+pub fn client_with_timeout(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .max_redirects(0)
+        .proxy(None)
+        .build()
+        .into()
+}
+
+/// One HTTP exchange with `agent` (see [`client_with_timeout`]); bodies up to 64 MiB are read.
+pub fn http_request(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Resp, String> {
+    http_call(agent, method, url, headers, body)
+}
+
+/// `len` deterministic pseudo-random bytes (xorshift64*), different for every `seed`.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Percent-encode a `/`-separated path segment by segment (the `/` separators stay).
+pub fn encode_path(path: &str) -> String {
+    path.split('/').map(encode).collect::<Vec<_>>().join("/")
+}
+
+impl Resp {
+    /// Every value of header `name`, in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().filter(|(k, _)| *k == name).map(|(_, v)| v.as_str()).collect()
+    }
+}

@@ -1,7 +1,9 @@
 //! Project tasks, so that running and testing each take one command on a fresh machine:
 //!
 //! - `cargo xtask up [devhost up args...]` builds the dev host and every component, then serves
-//!   `spin.toml` on <http://127.0.0.1:3000> with the embedded SQLite store.
+//!   `spin.toml` on <http://127.0.0.1:3000> with the embedded SQLite store. Unless tokens are
+//!   configured (`SPIN_VARIABLE_API_TOKENS` or `--variable api_tokens=...`), it uses a local
+//!   admin token kept in `.spin/dev-token.json` and prints it, so curl works at once.
 //! - `cargo xtask test` builds the dev host and every wasm component (app and test fixtures),
 //!   then runs all tests: unit, dev host, end-to-end.
 
@@ -94,7 +96,34 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
     build_wasm(root)?;
     let mut cmd = Command::new(devhost);
     cmd.current_dir(root).args(["up", "--from", "spin.toml"]).args(extra);
+    let configured = std::env::var_os("SPIN_VARIABLE_API_TOKENS").is_some()
+        || extra.iter().any(|a| a.starts_with("api_tokens=") || a.starts_with("--variable=api_tokens="));
+    if !configured {
+        let (token, entry) = dev_token(&root.join(".spin").join("dev-token.json"))?;
+        eprintln!("xtask: local admin token (from .spin/dev-token.json):");
+        eprintln!("  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:3000/");
+        cmd.arg("--variable").arg(format!("api_tokens=[{entry}]"));
+    }
     run(cmd)
+}
+
+/// The local development token: minted once, kept beside the dev host's state (gitignored).
+fn dev_token(path: &Path) -> Result<(String, String)> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let saved: serde_json::Value = serde_json::from_str(&text).context("corrupt .spin/dev-token.json")?;
+        if let (Some(token), Some(entry)) = (saved["token"].as_str(), saved.get("entry")) {
+            return Ok((token.to_string(), entry.to_string()));
+        }
+    }
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let minted = downlink_core::auth::generate_token_line("dev", &[downlink_core::auth::Scope::Admin], random)?;
+    let entry: serde_json::Value = serde_json::from_str(&minted.config_entry)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::json!({ "token": minted.token, "entry": entry }).to_string())?;
+    Ok((minted.token, entry.to_string()))
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {

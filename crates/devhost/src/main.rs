@@ -28,6 +28,15 @@ struct Cli {
 enum Command {
     /// Serve the application, like `spin up`.
     Up(UpArgs),
+    /// Mint a bearer token for Downlink: prints the token (give it to the user) and the entry to
+    /// add to the `api_tokens` variable (only its SHA-256 is stored).
+    NewToken {
+        /// Token name (who it is for); owns prepare ids and bandwidth counters.
+        name: String,
+        /// Scopes: file.read, file.write, download.create, download.read, admin.
+        #[arg(required = true)]
+        scopes: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -65,6 +74,7 @@ fn main() -> Result<()> {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up(args).await,
+            Command::NewToken { name, scopes } => new_token(&name, &scopes),
         }
     });
     // Guests still running after shutdown are abandoned, as when Spin exits.
@@ -129,6 +139,23 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+fn new_token(name: &str, scopes: &[String]) -> Result<()> {
+    let scopes = scopes
+        .iter()
+        .map(|s| s.parse::<downlink_core::auth::Scope>().map_err(|e| anyhow::anyhow!("{e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
+    let minted = downlink_core::auth::generate_token_line(name, &scopes, random)?;
+    println!("token:  {}", minted.token);
+    println!("entry:  {}", minted.config_entry);
+    println!();
+    println!("Add the entry to the `api_tokens` JSON array, e.g.");
+    println!("  SPIN_VARIABLE_API_TOKENS='[{}]'", minted.config_entry);
+    println!("and send the token as `Authorization: Bearer {}`.", minted.token);
+    Ok(())
 }
 
 /// Runs every component's build commands, like `spin build`.

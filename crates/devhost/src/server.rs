@@ -101,10 +101,13 @@ pub fn log_when_done(
     started: Instant,
 ) -> http::Response<HyperOutgoingBody> {
     let status = response.status().as_u16();
-    response.map(|body| {
-        CountingBody { inner: body, bytes: 0, line: Some(RequestLine { method, path, status, component, started }) }
-            .boxed_unsync()
-    })
+    let expected = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let line = RequestLine { method, path, status, component, started };
+    response.map(|body| CountingBody { inner: body, bytes: 0, expected, line: Some(line) }.boxed_unsync())
 }
 
 struct RequestLine {
@@ -118,6 +121,8 @@ struct RequestLine {
 struct CountingBody {
     inner: HyperOutgoingBody,
     bytes: u64,
+    /// `Content-Length`, if any: hyper stops polling once it has that many bytes.
+    expected: Option<u64>,
     line: Option<RequestLine>,
 }
 
@@ -174,7 +179,8 @@ impl http_body::Body for CountingBody {
 
 impl Drop for CountingBody {
     fn drop(&mut self) {
-        let outcome = if self.inner.is_end_stream() { "" } else { " (client went away)" };
+        let complete = self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.bytes);
+        let outcome = if complete { "" } else { " (client went away)" };
         self.finish(outcome);
     }
 }

@@ -2,6 +2,7 @@
 //! (`If-None-Match`, `If-Match`, `If-Range`, §13), HTTP dates and `Content-Disposition`
 //! (RFC 6266 / RFC 8187).
 
+use crate::error::ApiError;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// An inclusive byte range within a representation, always `start <= end < size`.
@@ -286,6 +287,75 @@ pub fn content_disposition_attachment(filename: &str) -> String {
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
+/// The validators and size of a representation being served (a file, an archive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Representation<'a> {
+    /// Length in bytes.
+    pub size: u64,
+    /// Strong entity tag, quoted.
+    pub etag: &'a str,
+    /// Last modification, unix seconds.
+    pub last_modified: u64,
+    /// MIME type.
+    pub content_type: &'a str,
+}
+
+/// The request headers that shape a GET/HEAD answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConditionalHeaders<'a> {
+    /// `Range`.
+    pub range: Option<&'a str>,
+    /// `If-Range`.
+    pub if_range: Option<&'a str>,
+    /// `If-None-Match`.
+    pub if_none_match: Option<&'a str>,
+}
+
+/// How to answer a GET/HEAD: status, headers, and which bytes (if any) to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponsePlan {
+    /// 200, 206 or 304.
+    pub status: u16,
+    /// Headers to send (`content-length`, `etag`, `last-modified`, `accept-ranges`, ...).
+    pub headers: Vec<(&'static str, String)>,
+    /// `None`: the whole representation; `Some`: just this range. Irrelevant for 304.
+    pub range: Option<ByteRange>,
+    /// Whether a body follows (false for 304).
+    pub has_body: bool,
+}
+
+/// Plans the answer to a GET/HEAD of `rep`: `304` when `If-None-Match` matches, `206` for a
+/// satisfiable single `Range` that `If-Range` (if any) allows, `200` otherwise; an
+/// unsatisfiable range is `416` (the error carries `Content-Range: bytes */size`).
+pub fn plan_response(rep: &Representation<'_>, request: ConditionalHeaders<'_>) -> Result<ResponsePlan, ApiError> {
+    let mut headers = vec![
+        ("etag", rep.etag.to_string()),
+        ("last-modified", format_http_date(rep.last_modified)),
+        ("accept-ranges", "bytes".to_string()),
+    ];
+    if request.if_none_match.is_some_and(|h| if_none_match_matches(h, rep.etag)) {
+        return Ok(ResponsePlan { status: 304, headers, range: None, has_body: false });
+    }
+    let decision = if if_range_allows_partial(request.if_range, rep.etag, rep.last_modified) {
+        parse_range(request.range, rep.size)
+    } else {
+        RangeDecision::Full
+    };
+    headers.push(("content-type", rep.content_type.to_string()));
+    match decision {
+        RangeDecision::Full => {
+            headers.push(("content-length", rep.size.to_string()));
+            Ok(ResponsePlan { status: 200, headers, range: None, has_body: true })
+        }
+        RangeDecision::Partial(range) => {
+            headers.push(("content-length", range.len().to_string()));
+            headers.push(("content-range", range.content_range(rep.size)));
+            Ok(ResponsePlan { status: 206, headers, range: Some(range), has_body: true })
+        }
+        RangeDecision::Unsatisfiable => Err(ApiError::range_not_satisfiable(rep.size)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,5 +479,36 @@ mod tests {
         );
         let evil = content_disposition_attachment("a\r\nSet-Cookie: x=1;.txt");
         assert!(!evil.contains('\r') && !evil.contains('\n'));
+    }
+
+    #[test]
+    fn plans_conditional_and_range_answers() {
+        let rep = Representation { size: 1000, etag: "\"abc\"", last_modified: 784111777, content_type: "text/plain" };
+        let header =
+            |plan: &ResponsePlan, name: &str| plan.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        let full = plan_response(&rep, ConditionalHeaders::default()).unwrap();
+        assert_eq!((full.status, full.range, full.has_body), (200, None, true));
+        assert_eq!(header(&full, "content-length").as_deref(), Some("1000"));
+        assert_eq!(header(&full, "last-modified").as_deref(), Some("Sun, 06 Nov 1994 08:49:37 GMT"));
+
+        let part =
+            plan_response(&rep, ConditionalHeaders { range: Some("bytes=10-19"), ..Default::default() }).unwrap();
+        assert_eq!(part.status, 206);
+        assert_eq!(part.range, Some(ByteRange { start: 10, end: 19 }));
+        assert_eq!(header(&part, "content-range").as_deref(), Some("bytes 10-19/1000"));
+        assert_eq!(header(&part, "content-length").as_deref(), Some("10"));
+
+        let stale = ConditionalHeaders { range: Some("bytes=10-19"), if_range: Some("\"old\""), ..Default::default() };
+        assert_eq!(plan_response(&rep, stale).unwrap().status, 200);
+        let fresh = ConditionalHeaders { range: Some("bytes=10-19"), if_range: Some("\"abc\""), ..Default::default() };
+        assert_eq!(plan_response(&rep, fresh).unwrap().status, 206);
+
+        let cached = plan_response(&rep, ConditionalHeaders { if_none_match: Some("\"abc\""), ..Default::default() });
+        let cached = cached.unwrap();
+        assert_eq!((cached.status, cached.has_body), (304, false));
+        assert_eq!(header(&cached, "content-length"), None);
+
+        let err = plan_response(&rep, ConditionalHeaders { range: Some("bytes=1000-"), ..Default::default() });
+        assert_eq!(err.unwrap_err().status(), 416);
     }
 }

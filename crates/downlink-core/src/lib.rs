@@ -11,6 +11,7 @@
 //! - [`meta`]: file records, directory indexes, content types.
 //! - [`blob`]: key layout, chunking, read plans, garbage-collection planning.
 //! - [`http`]: `Range`, conditional requests, HTTP dates, `Content-Disposition`.
+//! - [`query`]: query strings and the gateway's dispatch rule.
 //! - [`storage`]: the key-value trait backends implement and the file operations on it.
 
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod error;
 pub mod http;
 pub mod meta;
 pub mod path;
+pub mod query;
 pub mod storage;
 
 pub use error::{ApiError, ErrorCode};

@@ -1,0 +1,212 @@
+//! File access (private; reached through the gateway): `PUT` streams an upload into storage,
+//! `GET`/`HEAD` stream a file (with `Range`, `If-None-Match`, `If-Range`) or list a directory,
+//! `DELETE` removes a file or a directory tree. All rules live in `downlink-core`.
+
+use downlink_core::auth::{Principal, Scope};
+use downlink_core::blob::BlobId;
+use downlink_core::http::{plan_response, ConditionalHeaders, Representation};
+use downlink_core::meta::FileMeta;
+use downlink_core::path::ParsedPath;
+use downlink_core::storage::{
+    delete_dir_recursive, delete_file, list_dir, read_file, stat, Entry, FileWriter, WriteOptions, TOUCH_INTERVAL_SECS,
+};
+use downlink_core::{ApiError, StoragePath};
+use downlink_spin::http::{send_error, send_json, start_response, BodyReader, RequestHead, IO_CHUNK};
+use downlink_spin::kv::KvStorage;
+use downlink_spin::{auth, now_unix, random_id};
+use serde_json::json;
+use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http_component;
+
+#[http_component]
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let head = RequestHead::of(&req);
+    if let Err(e) = serve(req, &head, out) {
+        // Only reached when the response had already started; the client sees a cut body.
+        eprintln!("files: {} {} failed mid-response: {}", head.method_name(), head.path(), e.message);
+    }
+}
+
+/// Answers one request. Errors returned here happened after the response started.
+fn serve(req: IncomingRequest, head: &RequestHead, out: ResponseOutparam) -> Result<(), ApiError> {
+    let prepared = auth::authenticate(head.header("authorization")).and_then(|principal| {
+        let target = StoragePath::from_url_path(head.path())?;
+        Ok((principal, target, KvStorage::open_default()?))
+    });
+    let (principal, target, storage) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            send_error(out, &e);
+            return Ok(());
+        }
+    };
+    let outcome = match head.method {
+        Method::Get | Method::Head => read(&storage, &principal, &target, head),
+        Method::Put => upload(&storage, &principal, &target, req).map(Reply::Json),
+        Method::Delete => remove(&storage, &principal, &target).map(Reply::Json),
+        _ => Err(ApiError::method_not_allowed("GET, HEAD, PUT, DELETE")),
+    };
+    match outcome {
+        Ok(Reply::Json((status, body))) => send_json(out, status, &body),
+        Ok(Reply::File { meta, head_only, conditional }) => {
+            return stream_file(&storage, &meta, head_only, conditional, out)
+        }
+        Err(e) => send_error(out, &e),
+    }
+    Ok(())
+}
+
+/// What a request decided to send.
+enum Reply<'h> {
+    Json((u16, serde_json::Value)),
+    File { meta: FileMeta, head_only: bool, conditional: ConditionalHeaders<'h> },
+}
+
+fn read<'h>(
+    storage: &KvStorage,
+    principal: &Principal,
+    target: &ParsedPath,
+    head: &'h RequestHead,
+) -> Result<Reply<'h>, ApiError> {
+    principal.require(Scope::FileRead)?;
+    match stat(storage, &target.path)? {
+        Some(Entry::File(meta)) if !target.trailing_slash => Ok(Reply::File {
+            meta,
+            head_only: head.method == Method::Head,
+            conditional: ConditionalHeaders {
+                range: head.header("range"),
+                if_range: head.header("if-range"),
+                if_none_match: head.header("if-none-match"),
+            },
+        }),
+        Some(Entry::File(_)) => Err(ApiError::not_found(format!("`/{}` is a file, not a directory", target.path))),
+        Some(Entry::Dir(dir)) => Ok(Reply::Json((200, listing(storage, &dir)?))),
+        None => Err(ApiError::not_found(format!("no file or directory `/{}`", target.path))),
+    }
+}
+
+fn listing(storage: &KvStorage, dir: &StoragePath) -> Result<serde_json::Value, ApiError> {
+    let entries: Vec<serde_json::Value> = list_dir(storage, dir)?
+        .iter()
+        .map(|entry| match entry {
+            Entry::File(meta) => json!({
+                "name": meta.path.file_name().unwrap_or_default(),
+                "type": "file",
+                "size": meta.size,
+                "modified": meta.modified,
+                "content_type": meta.content_type,
+            }),
+            Entry::Dir(path) => json!({ "name": path.file_name().unwrap_or_default(), "type": "dir" }),
+        })
+        .collect();
+    Ok(json!({ "path": dir.as_str(), "entries": entries }))
+}
+
+fn stream_file(
+    storage: &KvStorage,
+    meta: &FileMeta,
+    head_only: bool,
+    conditional: ConditionalHeaders<'_>,
+    out: ResponseOutparam,
+) -> Result<(), ApiError> {
+    let etag = meta.etag();
+    let representation =
+        Representation { size: meta.size, etag: &etag, last_modified: meta.modified, content_type: &meta.content_type };
+    let plan = match plan_response(&representation, conditional) {
+        Ok(plan) => plan,
+        Err(e) => {
+            send_error(out, &e);
+            return Ok(());
+        }
+    };
+    // Open the content before committing to a status, so a broken record is a clean error.
+    let reader = match (plan.has_body && !head_only).then(|| read_file(storage, meta, plan.range)).transpose() {
+        Ok(reader) => reader,
+        Err(e) => {
+            send_error(out, &e);
+            return Ok(());
+        }
+    };
+    let mut body = start_response(out, plan.status, &plan.headers);
+    if let Some(reader) = reader {
+        for chunk in reader {
+            // On a storage error or a vanished client, stop without finishing the body so the
+            // client sees a truncated response rather than a silently short file.
+            let chunk = chunk?;
+            body.write_all(&chunk).map_err(|_| ApiError::internal("client went away"))?;
+        }
+    }
+    let _ = body.finish();
+    Ok(())
+}
+
+fn upload(
+    storage: &KvStorage,
+    principal: &Principal,
+    target: &ParsedPath,
+    req: IncomingRequest,
+) -> Result<(u16, serde_json::Value), ApiError> {
+    principal.require(Scope::FileWrite)?;
+    if target.trailing_slash || target.path.is_root() {
+        return Err(ApiError::new(downlink_core::ErrorCode::InvalidPath, "PUT needs a file path, not a directory"));
+    }
+    let existed = matches!(stat(storage, &target.path)?, Some(Entry::File(_)));
+    let blob_id = BlobId::new(random_id()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let started = now_unix();
+    let mut writer = FileWriter::begin(storage, target.path.clone(), blob_id, WriteOptions::default(), started)?;
+    let mut body = BodyReader::new(req)?;
+    let mut last_touch = started;
+    loop {
+        let chunk = match body.read(IO_CHUNK) {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(aborted) => {
+                let _ = writer.abort();
+                return Err(aborted.into());
+            }
+        };
+        if let Err(e) = writer.write(&chunk) {
+            let _ = writer.abort();
+            return Err(e);
+        }
+        let now = now_unix();
+        if now >= last_touch + TOUCH_INTERVAL_SECS {
+            writer.touch(now)?;
+            last_touch = now;
+        }
+    }
+    let meta = writer.commit(now_unix())?;
+    Ok((
+        if existed { 200 } else { 201 },
+        json!({
+            "success": true,
+            "path": meta.path.as_str(),
+            "size": meta.size,
+            "crc32": format!("{:08x}", meta.crc32),
+            "content_type": meta.content_type,
+            "etag": meta.etag(),
+        }),
+    ))
+}
+
+fn remove(
+    storage: &KvStorage,
+    principal: &Principal,
+    target: &ParsedPath,
+) -> Result<(u16, serde_json::Value), ApiError> {
+    principal.require(Scope::FileWrite)?;
+    match stat(storage, &target.path)? {
+        Some(Entry::File(meta)) => {
+            delete_file(storage, &meta.path, None)?;
+            Ok((200, json!({ "success": true, "path": meta.path.as_str(), "deleted_files": 1 })))
+        }
+        Some(Entry::Dir(dir)) => {
+            let summary = delete_dir_recursive(storage, &dir)?;
+            Ok((
+                200,
+                json!({ "success": true, "path": dir.as_str(), "deleted_files": summary.files, "deleted_dirs": summary.dirs }),
+            ))
+        }
+        None => Err(ApiError::not_found(format!("no file or directory `/{}`", target.path))),
+    }
+}

@@ -1,0 +1,237 @@
+//! Incoming requests and outgoing responses over `wasi:http@0.2`, with streamed bodies.
+//!
+//! Bodies are moved in bounded pieces: reads return at most the requested length, writes wait
+//! for the host's write permit, and [`pipe`] splices one stream into another inside the host
+//! so forwarded bytes never pass through guest memory.
+
+use downlink_core::error::JSON_CONTENT_TYPE;
+use downlink_core::ApiError;
+use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
+use spin_sdk::wit::wasi::http0_2_0::types::{IncomingBody, OutgoingBody};
+use wasi::io::streams::{InputStream, OutputStream, StreamError};
+
+/// Most bytes moved by one splice or read call.
+pub const IO_CHUNK: u64 = 1 << 20;
+
+/// Headers that describe one connection, not the message; never forwarded (RFC 9110 §7.6.1),
+/// plus `host`, which the host sets for each hop.
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"];
+
+/// Whether a header must not be copied onto another hop: hop-by-hop headers and `spin-*`
+/// (the host sets those per hop; a forwarded copy could be mistaken for the host's).
+pub fn is_hop_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    HOP_BY_HOP.contains(&name.as_str()) || name.starts_with("spin-")
+}
+
+/// The method, target and headers of a request, read before its body is consumed.
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    /// The request method.
+    pub method: Method,
+    /// Path and query as sent, still percent-encoded.
+    pub path_with_query: String,
+    /// Header fields in order; names lower-case.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestHead {
+    /// Reads the head of `req`.
+    pub fn of(req: &IncomingRequest) -> Self {
+        RequestHead {
+            method: req.method(),
+            path_with_query: req.path_with_query().unwrap_or_else(|| "/".into()),
+            headers: req.headers().entries().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
+        }
+    }
+
+    /// The first value of a header as text (`None` if absent or not UTF-8).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The path, still percent-encoded.
+    pub fn path(&self) -> &str {
+        self.path_with_query.split_once('?').map_or(self.path_with_query.as_str(), |(p, _)| p)
+    }
+
+    /// The raw query (without `?`), or `""`.
+    pub fn query(&self) -> &str {
+        self.path_with_query.split_once('?').map_or("", |(_, q)| q)
+    }
+
+    /// The method name, upper-case.
+    pub fn method_name(&self) -> String {
+        method_name(&self.method)
+    }
+}
+
+/// A method's name, upper-case.
+pub fn method_name(method: &Method) -> String {
+    match method {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(other) => other.to_ascii_uppercase(),
+    }
+}
+
+/// Why reading a request body stopped early.
+#[derive(Debug)]
+pub struct BodyAborted;
+
+impl From<BodyAborted> for ApiError {
+    fn from(_: BodyAborted) -> Self {
+        ApiError::invalid_request("the request body ended early (client disconnected?)")
+    }
+}
+
+/// A request body being read.
+pub struct BodyReader {
+    // Field order matters: the stream is a child of the body and must drop first.
+    stream: InputStream,
+    _body: IncomingBody,
+}
+
+impl BodyReader {
+    /// Takes the body of `req`.
+    pub fn new(req: IncomingRequest) -> Result<Self, ApiError> {
+        let body = req.consume().map_err(|()| ApiError::internal("request body already taken"))?;
+        let stream = body.stream().map_err(|()| ApiError::internal("request body stream already taken"))?;
+        Ok(BodyReader { stream, _body: body })
+    }
+
+    /// Up to `max` bytes (at least one), or `None` at the end of the body. A body that breaks
+    /// off (the client disconnected, or sent less than its `Content-Length`) is an error.
+    pub fn read(&mut self, max: u64) -> Result<Option<Vec<u8>>, BodyAborted> {
+        loop {
+            match self.stream.blocking_read(max) {
+                Ok(bytes) if bytes.is_empty() => continue,
+                Ok(bytes) => return Ok(Some(bytes)),
+                Err(StreamError::Closed) => return Ok(None),
+                Err(StreamError::LastOperationFailed(_)) => return Err(BodyAborted),
+            }
+        }
+    }
+
+    /// The underlying stream, e.g. to [`pipe`] it elsewhere.
+    pub fn stream(&self) -> &InputStream {
+        &self.stream
+    }
+}
+
+/// Why a response body could not be written completely.
+#[derive(Debug)]
+pub struct ClientGone;
+
+/// A response body being written.
+pub struct BodyWriter {
+    stream: Option<OutputStream>,
+    body: Option<OutgoingBody>,
+}
+
+impl BodyWriter {
+    /// Wraps an outgoing body.
+    pub fn new(body: OutgoingBody) -> Self {
+        let stream = body.write().ok();
+        BodyWriter { stream, body: Some(body) }
+    }
+
+    /// Writes all of `data`, waiting for the host to accept it.
+    pub fn write_all(&mut self, data: &[u8]) -> Result<(), ClientGone> {
+        let stream = self.stream.as_ref().ok_or(ClientGone)?;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let permit = stream.check_write().map_err(|_| ClientGone)?;
+            if permit == 0 {
+                stream.subscribe().block();
+                continue;
+            }
+            let n = rest.len().min(usize::try_from(permit).unwrap_or(usize::MAX));
+            stream.write(&rest[..n]).map_err(|_| ClientGone)?;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// The underlying stream, e.g. to [`pipe`] into it.
+    pub fn stream(&self) -> Option<&OutputStream> {
+        self.stream.as_ref()
+    }
+
+    /// Flushes and ends the body. Errors only mean the peer did not get it all.
+    pub fn finish(mut self) -> Result<(), ClientGone> {
+        let flushed = self.stream.take().map(|s| s.blocking_flush().is_ok()).unwrap_or(false);
+        let finished = match self.body.take() {
+            Some(body) => OutgoingBody::finish(body, None).is_ok(),
+            None => false,
+        };
+        if flushed && finished {
+            Ok(())
+        } else {
+            Err(ClientGone)
+        }
+    }
+}
+
+/// Copies `from` into `to` until `from` ends, inside the host (splice). Returns the bytes
+/// copied, or an error if either side failed first.
+pub fn pipe(from: &InputStream, to: &OutputStream) -> Result<u64, StreamError> {
+    let mut total = 0u64;
+    loop {
+        match to.blocking_splice(from, IO_CHUNK) {
+            Ok(n) => total += n,
+            Err(StreamError::Closed) => return Ok(total),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Builds a header list for a response.
+pub fn fields(headers: &[(&str, String)]) -> Fields {
+    let fields = Fields::new();
+    for (name, value) in headers {
+        // Only invalid names/values can fail, and ours are built from validated data.
+        let _ = fields.append(name, value.as_bytes());
+    }
+    fields
+}
+
+/// Sends the status and headers now and returns the body to stream into.
+pub fn start_response(out: ResponseOutparam, status: u16, headers: &[(&str, String)]) -> BodyWriter {
+    let response = OutgoingResponse::new(fields(headers));
+    let _ = response.set_status_code(status);
+    let body = response.body().expect("a new response has a body");
+    out.set(response);
+    BodyWriter::new(body)
+}
+
+/// Sends a complete response with a small in-memory body.
+pub fn send_bytes(out: ResponseOutparam, status: u16, headers: &[(&str, String)], body: &[u8]) {
+    let mut all: Vec<(&str, String)> = headers.to_vec();
+    all.push(("content-length", body.len().to_string()));
+    let mut writer = start_response(out, status, &all);
+    let _ = writer.write_all(body);
+    let _ = writer.finish();
+}
+
+/// Sends a JSON response.
+pub fn send_json(out: ResponseOutparam, status: u16, value: &serde_json::Value) {
+    let body = serde_json::to_vec(value).expect("JSON values serialise");
+    send_bytes(out, status, &[("content-type", JSON_CONTENT_TYPE.to_string())], &body);
+}
+
+/// Sends the error envelope with the error's status and extra headers.
+pub fn send_error(out: ResponseOutparam, error: &ApiError) {
+    let mut headers: Vec<(&str, String)> = vec![("content-type", JSON_CONTENT_TYPE.to_string())];
+    headers.extend(error.extra_headers().iter().map(|(k, v)| (*k, v.clone())));
+    send_bytes(out, error.status(), &headers, &error.to_json_bytes());
+}

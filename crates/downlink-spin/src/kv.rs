@@ -1,0 +1,76 @@
+//! [`Storage`] over Spin's key-value store, through `wasi:keyvalue` (store + atomics), which
+//! Spin 3+ provides on every backend (SQLite, Redis, Azure Cosmos, AWS DynamoDB).
+
+use downlink_core::storage::{CasOutcome, Storage, StorageError};
+use spin_sdk::wit::wasi::keyvalue::{atomics, store};
+
+/// A key-value store label opened for this request.
+pub struct KvStorage {
+    bucket: store::Bucket,
+}
+
+impl KvStorage {
+    /// Opens the store `label` (granted in `spin.toml` via `key_value_stores`).
+    pub fn open(label: &str) -> Result<Self, StorageError> {
+        store::open(label).map(|bucket| KvStorage { bucket }).map_err(|e| kv_error("open", e))
+    }
+
+    /// Opens the `default` store.
+    pub fn open_default() -> Result<Self, StorageError> {
+        Self::open("default")
+    }
+}
+
+fn kv_error(op: &str, e: store::Error) -> StorageError {
+    StorageError::new(match e {
+        store::Error::NoSuchStore => format!("key-value {op}: no such store"),
+        store::Error::AccessDenied => format!("key-value {op}: access denied"),
+        store::Error::Other(msg) => format!("key-value {op}: {msg}"),
+    })
+}
+
+impl Storage for KvStorage {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.bucket.get(key).map_err(|e| kv_error("get", e))
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.bucket.set(key, value).map_err(|e| kv_error("set", e))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.bucket.delete(key).map_err(|e| kv_error("delete", e))
+    }
+
+    fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome, StorageError> {
+        let cas = atomics::Cas::new(&self.bucket, key).map_err(|e| kv_error("cas", e))?;
+        let current = cas.current().map_err(|e| kv_error("cas", e))?;
+        if current.as_deref() != expected {
+            return Ok(CasOutcome::Conflict { current });
+        }
+        match atomics::swap(cas, new) {
+            Ok(()) => Ok(CasOutcome::Swapped),
+            Err(atomics::CasError::CasFailed(cas)) => {
+                Ok(CasOutcome::Conflict { current: cas.current().map_err(|e| kv_error("cas", e))? })
+            }
+            Err(atomics::CasError::StoreError(e)) => Err(kv_error("swap", e)),
+        }
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StorageError> {
+        atomics::increment(&self.bucket, key, delta).map_err(|e| kv_error("increment", e))
+    }
+
+    fn list_keys(&self) -> Result<Vec<String>, StorageError> {
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.bucket.list_keys(cursor.as_deref()).map_err(|e| kv_error("list-keys", e))?;
+            keys.extend(page.keys);
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(keys),
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Spin I/O for Downlink's components: the thin layer between `downlink-core`'s pure logic and
+//! the host. Components use only this and the core; nothing here makes decisions.
+//!
+//! - [`kv`]: the core's [`Storage`](downlink_core::storage::Storage) trait over `wasi:keyvalue`.
+//! - [`http`]: request heads, streamed request/response bodies, JSON and error responses.
+//! - [`auth`]: bearer-token authentication against the `api_tokens` variable.
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod http;
+pub mod kv;
+
+/// Seconds since the Unix epoch (wall clock).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A fresh random id (UUID v4: 122 random bits from the host's CSPRNG).
+pub fn random_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
