@@ -8,7 +8,8 @@ use downlink_core::http::{plan_response, ConditionalHeaders, Representation};
 use downlink_core::meta::FileMeta;
 use downlink_core::path::ParsedPath;
 use downlink_core::storage::{
-    delete_dir_recursive, delete_file, list_dir, read_file, stat, Entry, FileWriter, WriteOptions, TOUCH_INTERVAL_SECS,
+    delete_dir_recursive, delete_file, list_dir, read_file, stat, Committed, Entry, FileWriter, WriteOptions,
+    TOUCH_INTERVAL_SECS,
 };
 use downlink_core::{ApiError, StoragePath};
 use downlink_spin::http::{send_error, send_json, start_response, BodyReader, RequestHead, IO_CHUNK};
@@ -150,7 +151,6 @@ fn upload(
     if target.trailing_slash || target.path.is_root() {
         return Err(ApiError::new(downlink_core::ErrorCode::InvalidPath, "PUT needs a file path, not a directory"));
     }
-    let existed = matches!(stat(storage, &target.path)?, Some(Entry::File(_)));
     let blob_id = BlobId::new(random_id()).map_err(|e| ApiError::internal(e.to_string()))?;
     let started = now_unix();
     let mut writer = FileWriter::begin(storage, target.path.clone(), blob_id, WriteOptions::default(), started)?;
@@ -175,9 +175,9 @@ fn upload(
             last_touch = now;
         }
     }
-    let meta = writer.commit(now_unix())?;
+    let Committed { meta, replaced } = writer.commit(now_unix())?;
     Ok((
-        if existed { 200 } else { 201 },
+        if replaced { 200 } else { 201 },
         json!({
             "success": true,
             "path": meta.path.as_str(),

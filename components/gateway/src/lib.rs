@@ -19,6 +19,10 @@ fn is_available(target: GatewayTarget) -> bool {
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = RequestHead::of(&req);
+    // Every request needs a valid token, whatever serves it; scopes are checked downstream.
+    if let Err(e) = downlink_spin::auth::authenticate(head.header("authorization")) {
+        return send_error(out, &e);
+    }
     let target = match Query::parse(head.query()).and_then(|q| GatewayTarget::for_query(&q)) {
         Ok(target) => target,
         Err(e) => return send_error(out, &e),

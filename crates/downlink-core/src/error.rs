@@ -72,11 +72,13 @@ pub enum ErrorCode {
     NetworkError,
     /// The whole transfer exceeded its deadline (504).
     DownloadTimeout,
+    /// Content did not match the SHA-256 the client asked to verify; nothing was kept (422).
+    ChecksumMismatch,
 }
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::InvalidPath,
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
@@ -102,6 +104,7 @@ impl ErrorCode {
         ErrorCode::RemoteFileNotFound,
         ErrorCode::NetworkError,
         ErrorCode::DownloadTimeout,
+        ErrorCode::ChecksumMismatch,
     ];
 
     /// The wire string, e.g. `"INVALID_PATH"`.
@@ -132,6 +135,7 @@ impl ErrorCode {
             ErrorCode::RemoteFileNotFound => "REMOTE_FILE_NOT_FOUND",
             ErrorCode::NetworkError => "NETWORK_ERROR",
             ErrorCode::DownloadTimeout => "DOWNLOAD_TIMEOUT",
+            ErrorCode::ChecksumMismatch => "CHECKSUM_MISMATCH",
         }
     }
 
@@ -159,6 +163,7 @@ impl ErrorCode {
             ErrorCode::BadGateway | ErrorCode::RemoteFileNotFound | ErrorCode::NetworkError => 502,
             ErrorCode::NoTokensConfigured => 503,
             ErrorCode::DownloadTimeout => 504,
+            ErrorCode::ChecksumMismatch => 422,
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct WriteOptions {
     pub origin: Origin,
     /// Treatment of an existing file.
     pub mode: WriteMode,
+    /// Publish only if the content's SHA-256 is this (lower-case hex); otherwise discard
+    /// everything and fail with `CHECKSUM_MISMATCH`. Implies computing SHA-256.
+    pub expected_sha256: Option<String>,
 }
 
 impl Default for WriteOptions {
@@ -76,6 +79,7 @@ impl Default for WriteOptions {
             content_type: None,
             origin: Origin::Upload,
             mode: WriteMode::Overwrite,
+            expected_sha256: None,
         }
     }
 }
@@ -100,6 +104,7 @@ struct WriteState<'s, S: Storage + ?Sized> {
     content_type: Option<String>,
     origin: Origin,
     mode: WriteMode,
+    expected_sha256: Option<String>,
     marker: PendingMarker,
     marker_bytes: Vec<u8>,
     chunks_attempted: u64,
@@ -122,7 +127,7 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
         if let Some(limit) = options.max_size {
             chunks = chunks.with_max_size(limit);
         }
-        if options.compute_sha256 {
+        if options.compute_sha256 || options.expected_sha256.is_some() {
             chunks = chunks.with_sha256();
         }
         check_kinds(storage, &path, EntryKind::File)?;
@@ -149,6 +154,7 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
                 content_type: options.content_type,
                 origin: options.origin,
                 mode: options.mode,
+                expected_sha256: options.expected_sha256.map(|h| h.to_ascii_lowercase()),
                 marker,
                 marker_bytes,
                 chunks_attempted: 0,
@@ -189,8 +195,10 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
         self.state.discard()
     }
 
-    /// Finishes the content and publishes the file atomically; returns its record.
-    pub fn commit(self, now: u64) -> Result<FileMeta, ApiError> {
+    /// Finishes the content and publishes the file atomically; returns its record and whether
+    /// it replaced an existing file (decided at the moment of publication, so concurrent
+    /// writers of one path see exactly one "new").
+    pub fn commit(self, now: u64) -> Result<Committed, ApiError> {
         let FileWriter { chunks, mut state } = self;
         match state.publish(chunks.finish(), now) {
             Ok(published) => Ok(published),
@@ -234,9 +242,18 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
         }
     }
 
-    fn publish(&mut self, finished: FinishedBlob, now: u64) -> Result<FileMeta, (ApiError, Published)> {
+    fn publish(&mut self, finished: FinishedBlob, now: u64) -> Result<Committed, (ApiError, Published)> {
         let not_yet = |error: ApiError| (error, Published::No);
         let storage = self.storage;
+        if let Some(expected) = &self.expected_sha256 {
+            if finished.sha256.as_deref() != Some(expected.as_str()) {
+                let actual = finished.sha256.clone().unwrap_or_default();
+                return Err(not_yet(ApiError::new(
+                    ErrorCode::ChecksumMismatch,
+                    format!("content SHA-256 is {actual}, expected {expected}; nothing was kept"),
+                )));
+            }
+        }
         if let Some(last) = &finished.last_chunk {
             self.store_chunk(last.index, &last.bytes).map_err(not_yet)?;
         }
@@ -287,19 +304,29 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
             return Err((error, Published::Yes));
         }
         let _ = storage.delete(&pending_key(&self.blob_id));
+        let replaced = previous_bytes.is_some();
         let previous = previous_bytes.and_then(|bytes| FileMeta::from_json_bytes(&bytes).ok());
         if let Some(old) = previous {
             if old.blob_id != meta.blob_id {
                 let _ = discard_chunks(storage, &old.blob_id, old.chunk_count());
             }
         }
-        Ok(meta)
+        Ok(Committed { meta, replaced })
     }
 }
 
 enum Published {
     Yes,
     No,
+}
+
+/// A published write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The new record.
+    pub meta: FileMeta,
+    /// Whether it replaced an existing file.
+    pub replaced: bool,
 }
 
 /// Writes a whole file from an iterator of byte slices (begin, write each, commit).
@@ -323,7 +350,7 @@ where
             return Err(error);
         }
     }
-    writer.commit(now)
+    writer.commit(now).map(|committed| committed.meta)
 }
 
 fn check_mode(mode: &WriteMode, path: &StoragePath, current: Option<&[u8]>) -> Result<(), ApiError> {
@@ -451,6 +478,26 @@ fn discard_blob<S: Storage + ?Sized>(storage: &S, blob_id: &BlobId, chunk_count:
     let marker = storage.delete(&pending_key(blob_id));
     chunks?;
     marker.map_err(ApiError::from)
+}
+
+/// Reclaims the blob of a write whose writer is known to be dead (e.g. a download whose
+/// heartbeat stopped), without waiting for garbage collection. The pending marker goes first,
+/// so a writer that was only slow can no longer publish; then chunks from 0 up to the first
+/// missing one (chunks are written in order). `known_chunks` chunks are deleted without a probe.
+/// Returns how many chunks were deleted.
+pub fn reclaim_abandoned_write<S: Storage + ?Sized>(
+    storage: &S,
+    blob_id: &BlobId,
+    known_chunks: u64,
+) -> Result<u64, ApiError> {
+    storage.delete(&pending_key(blob_id))?;
+    discard_chunks(storage, blob_id, known_chunks)?;
+    let mut index = known_chunks;
+    while storage.get(&chunk_key(blob_id, index))?.is_some() {
+        storage.delete(&chunk_key(blob_id, index))?;
+        index += 1;
+    }
+    Ok(index)
 }
 
 /// The record of the file at `path`, if there is one.
@@ -915,6 +962,36 @@ mod tests {
     }
 
     #[test]
+    fn reclaiming_a_dead_write_removes_its_chunks_and_stops_publication() {
+        let storage = MemoryStorage::new();
+        let mut writer = FileWriter::begin(&storage, p("dl/big.bin"), id("dead"), small_chunks(), NOW).unwrap();
+        writer.write(b"0123456789abcdef01").unwrap(); // 4 full chunks stored, 2 bytes pending
+        assert_eq!(chunk_keys(&storage).len(), 4);
+        assert_eq!(reclaim_abandoned_write(&storage, &id("dead"), 1).unwrap(), 4);
+        assert!(chunk_keys(&storage).is_empty());
+        assert!(!storage.keys().iter().any(|key| key.starts_with("pending:")));
+        // The writer was only slow: it must not be able to publish now.
+        assert!(writer.commit(NOW + 1).is_err());
+        assert_eq!(stat(&storage, &p("dl/big.bin")).unwrap(), None);
+    }
+
+    #[test]
+    fn checksum_mismatch_keeps_nothing() {
+        let storage = MemoryStorage::new();
+        let wrong = WriteOptions { expected_sha256: Some("00".repeat(32)), ..small_chunks() };
+        let err = write_file(&storage, &p("dl/file.bin"), id("b1"), [&b"some content"[..]], wrong, NOW).unwrap_err();
+        assert_eq!(err.code, ErrorCode::ChecksumMismatch);
+        assert_eq!(stat(&storage, &p("dl/file.bin")).unwrap(), None);
+        assert!(chunk_keys(&storage).is_empty());
+        assert!(!storage.keys().iter().any(|key| key.starts_with("pending:")));
+
+        let right = "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
+        let ok = WriteOptions { expected_sha256: Some(right.to_uppercase()), ..small_chunks() };
+        let meta = write_file(&storage, &p("dl/file.bin"), id("b2"), [&b"hello world"[..]], ok, NOW).unwrap();
+        assert_eq!(meta.sha256.as_deref(), Some(right));
+    }
+
+    #[test]
     fn empty_files_have_no_chunks() {
         let storage = MemoryStorage::new();
         let meta = put(&storage, "empty", "b1", b"");
@@ -1276,7 +1353,7 @@ mod tests {
         writer.touch(NOW + 150).unwrap();
         let report = collect_garbage(&storage, NOW + 200, 60).unwrap();
         assert_eq!(report.orphan_chunks_deleted, 0);
-        let meta = writer.commit(NOW + 201).unwrap();
+        let meta = writer.commit(NOW + 201).unwrap().meta;
         assert_eq!(meta.size, 4);
         assert_eq!(read_all(&storage, "f"), b"0123");
     }

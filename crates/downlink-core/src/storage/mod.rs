@@ -27,9 +27,9 @@ mod files;
 mod memory;
 
 pub use files::{
-    collect_garbage, create_dir, delete_dir_recursive, delete_file, list_dir, read_file, read_meta, stat, walk_files,
-    write_file, DeleteSummary, Entry, FileReader, FileWriter, GcReport, WriteMode, WriteOptions, DEFAULT_GC_GRACE_SECS,
-    TOUCH_INTERVAL_SECS,
+    collect_garbage, create_dir, delete_dir_recursive, delete_file, list_dir, read_file, read_meta,
+    reclaim_abandoned_write, stat, walk_files, write_file, Committed, DeleteSummary, Entry, FileReader, FileWriter,
+    GcReport, WriteMode, WriteOptions, DEFAULT_GC_GRACE_SECS, TOUCH_INTERVAL_SECS,
 };
 pub use memory::{Fault, MemoryStorage};
 
