@@ -11,7 +11,9 @@
 //! - [`meta`]: file records, directory indexes, content types.
 //! - [`blob`]: key layout, chunking, read plans, garbage-collection planning.
 //! - [`http`]: `Range`, conditional requests, HTTP dates, `Content-Disposition`.
+//! - [`prepare`]: multi-file download plans: prepare bodies, plan records, quotas.
 //! - [`query`]: query strings and the gateway's dispatch rule.
+//! - [`zip`]: ZIP layout computed up front, served by byte range.
 //! - [`storage`]: the key-value trait backends implement and the file operations on it.
 
 #![forbid(unsafe_code)]
@@ -23,8 +25,10 @@ pub mod error;
 pub mod http;
 pub mod meta;
 pub mod path;
+pub mod prepare;
 pub mod query;
 pub mod storage;
+pub mod zip;
 
 pub use error::{ApiError, ErrorCode};
 pub use path::StoragePath;
