@@ -1,0 +1,12 @@
+//! Step two of a multi-file download: streams one file or a ZIP of the plan; bandwidth usage.
+//! Not built yet: every request gets `501 NOT_IMPLEMENTED`.
+
+use downlink_core::{ApiError, ErrorCode};
+use downlink_spin::http::send_error;
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
+use spin_sdk::http_component;
+
+#[http_component]
+async fn handle(_req: IncomingRequest, out: ResponseOutparam) {
+    send_error(out, &ApiError::new(ErrorCode::NotImplemented, "this endpoint is not implemented yet"));
+}
