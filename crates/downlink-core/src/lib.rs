@@ -13,6 +13,7 @@
 //! - [`http`]: `Range`, conditional requests, HTTP dates, `Content-Disposition`.
 //! - [`prepare`]: multi-file download plans: prepare bodies, plan records, quotas.
 //! - [`query`]: query strings and the gateway's dispatch rule.
+//! - [`download`]: remote URL downloads: URL policy, records, progress, history.
 //! - [`zip`]: ZIP layout computed up front, served by byte range.
 //! - [`storage`]: the key-value trait backends implement and the file operations on it.
 
@@ -21,6 +22,7 @@
 
 pub mod auth;
 pub mod blob;
+pub mod download;
 pub mod error;
 pub mod http;
 pub mod meta;

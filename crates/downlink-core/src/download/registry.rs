@@ -1,0 +1,1176 @@
+//! Download records and their indexes in the key-value store.
+//!
+//! # Key layout
+//!
+//! All keys start with `dl:`, which no file-storage prefix (`file:`, `file#`, `dir:`, `dir#`,
+//! `chunk:`, `pending:`) overlaps, so file garbage collection never touches them. The longest
+//! is 74 bytes (ids are capped at [`MAX_DOWNLOAD_ID_BYTES`]).
+//!
+//! | key | value |
+//! |---|---|
+//! | `dl:rec:<id>` | the [`DownloadRecord`] as JSON |
+//! | `dl:active` | JSON list of the ids holding a concurrency slot, updated by compare-and-swap |
+//! | `dl:target:<sha256(file path) hex>` | `{"id":…,"since":…}` of the download writing that path; empty when free |
+//! | `dl:hist:seq` | counter (atomic increment): the last history sequence number handed out |
+//! | `dl:hist:<seq, 20 digits>` | the id of the download that ended `seq`-th |
+//! | `dl:hist:floor` | JSON number: the lowest sequence number not yet trimmed |
+//!
+//! # Life of a download (the caller's steps)
+//!
+//! 1. Validate ([`parse_start_request`](super::params::parse_start_request)). If refused:
+//!    [`store_rejected`] a [`DownloadRecord::rejected`] (it lands in history) and answer the
+//!    failure body.
+//! 2. [`choose_target`]: a free name in the directory, reserved for this id.
+//! 3. [`create_record`] with [`DownloadRecord::starting`].
+//! 4. [`try_reserve_slot`]; if refused, [`finish`] the record as failed with that error.
+//! 5. Answer 202, then transfer, writing progress with [`update_record`] (throttled). An
+//!    [`RecordUpdate::AlreadyEnded`] answer means someone cancelled it (or declared it
+//!    interrupted): stop and discard the blob.
+//! 6. End with [`finish`] (complete, fail); cancel does the same from the other side.
+//!
+//! [`finish`] claims the end's bookkeeping with a compare-and-swap on the record's `settled`
+//! flag, so exactly one party (worker, canceller, or a sweeper that finds a dead worker)
+//! releases the slot and target and appends the history entry. A crash between the claim and
+//! the append loses that one history entry (never duplicates it). A crash between a record's
+//! end and the claim is repaired by the next [`sweep_stale`], which settles ended records
+//! still holding a slot.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::download::params::next_free_name;
+use crate::download::record::{DownloadRecord, TransitionError};
+use crate::error::{ApiError, ErrorCode};
+use crate::path::StoragePath;
+use crate::query::Query;
+use crate::storage::{cas_update, stat, CasOutcome, CasStep, Storage};
+
+/// Prefix of download record keys.
+pub const RECORD_PREFIX: &str = "dl:rec:";
+/// Key of the active set.
+pub const ACTIVE_KEY: &str = "dl:active";
+/// Prefix of target-reservation keys.
+pub const TARGET_PREFIX: &str = "dl:target:";
+/// Counter of history sequence numbers.
+pub const HISTORY_SEQ_KEY: &str = "dl:hist:seq";
+/// Lowest history sequence number still kept.
+pub const HISTORY_FLOOR_KEY: &str = "dl:hist:floor";
+/// Prefix of history entry keys.
+pub const HISTORY_ENTRY_PREFIX: &str = "dl:hist:";
+/// Longest download id.
+pub const MAX_DOWNLOAD_ID_BYTES: usize = 64;
+/// History page size when `limit` is not given.
+pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+/// Largest history page; larger `limit`s are capped to it.
+pub const MAX_HISTORY_LIMIT: usize = 500;
+/// Most history entries one page request examines (with a filter, most may not match); the
+/// page then ends early with a cursor to continue from.
+pub const MAX_HISTORY_SCAN: u64 = 5_000;
+/// Most history entries one [`trim_history`] call deletes, bounding one request's work.
+pub const MAX_TRIM_PER_CALL: u64 = 1_000;
+/// Names tried by [`choose_target`] (`name`, `name (1)`, … `name (999)`).
+pub const MAX_NAME_ATTEMPTS: u32 = 1_000;
+/// How long a target reservation whose download has no record yet is respected: the start
+/// writes the record right after reserving, so an older one belongs to a start that died.
+pub const TARGET_CLAIM_GRACE_SECS: u64 = 60;
+
+/// Whether `id` can be a download id: 1–64 ASCII letters, digits, `-` or `_` (UUIDs fit).
+pub fn is_valid_download_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_DOWNLOAD_ID_BYTES
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn require_valid_id(id: &str) -> Result<(), ApiError> {
+    if is_valid_download_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::internal("download ids must be 1-64 ASCII letters, digits, `-` or `_`"))
+    }
+}
+
+/// Key of a download's record (`id` must be valid).
+pub fn record_key(id: &str) -> String {
+    format!("{RECORD_PREFIX}{id}")
+}
+
+/// Key of the reservation of a target path.
+pub fn target_key(path: &StoragePath) -> String {
+    format!("{TARGET_PREFIX}{}", hex::encode(Sha256::digest(path.as_str().as_bytes())))
+}
+
+/// Key of history entry `seq`; zero-padded so keys sort like their numbers.
+pub fn history_entry_key(seq: u64) -> String {
+    format!("{HISTORY_ENTRY_PREFIX}{seq:020}")
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> ApiError {
+    ApiError::storage(format!("stored {what} is corrupt: {err}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Records
+// ---------------------------------------------------------------------------------------
+
+/// Stores a new record; an existing record with the same id is an internal error (ids are
+/// random, so a collision means a bug).
+pub fn create_record<S: Storage + ?Sized>(storage: &S, record: &DownloadRecord) -> Result<(), ApiError> {
+    require_valid_id(&record.id)?;
+    match storage.compare_and_swap(&record_key(&record.id), None, &record.to_json_bytes())? {
+        CasOutcome::Swapped => Ok(()),
+        CasOutcome::Conflict { .. } => Err(ApiError::internal(format!("download id {} is already in use", record.id))),
+    }
+}
+
+/// The record of `id`, if any; an id that cannot exist is simply not found.
+pub fn load_record<S: Storage + ?Sized>(storage: &S, id: &str) -> Result<Option<DownloadRecord>, ApiError> {
+    if !is_valid_download_id(id) {
+        return Ok(None);
+    }
+    match storage.get(&record_key(id))? {
+        Some(bytes) => DownloadRecord::from_json_bytes(&bytes).map(Some).map_err(|e| corrupt("download record", e)),
+        None => Ok(None),
+    }
+}
+
+/// The outcome of [`update_record`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordUpdate {
+    /// The change was stored; here is the record as stored.
+    Applied(DownloadRecord),
+    /// The download had already ended (e.g. a user cancelled it); nothing was written.
+    AlreadyEnded(DownloadRecord),
+}
+
+impl RecordUpdate {
+    /// The record, either way.
+    pub fn record(&self) -> &DownloadRecord {
+        match self {
+            RecordUpdate::Applied(record) | RecordUpdate::AlreadyEnded(record) => record,
+        }
+    }
+}
+
+/// Applies `change` (a [`DownloadRecord`] transition) to the stored record with
+/// compare-and-swap, retried on conflict, so concurrent writers (worker progress, a cancel)
+/// never lose each other's updates. `change` may run several times. `404 NOT_FOUND` if there
+/// is no such record.
+pub fn update_record<S, F>(storage: &S, id: &str, mut change: F) -> Result<RecordUpdate, ApiError>
+where
+    S: Storage + ?Sized,
+    F: FnMut(&mut DownloadRecord) -> Result<(), TransitionError>,
+{
+    if !is_valid_download_id(id) {
+        return Err(ApiError::not_found(format!("no download {id:?}")));
+    }
+    cas_update(storage, &record_key(id), |current| {
+        let Some(bytes) = current else {
+            return Err(ApiError::not_found(format!("no download {id:?}")));
+        };
+        let mut record = DownloadRecord::from_json_bytes(bytes).map_err(|e| corrupt("download record", e))?;
+        match change(&mut record) {
+            Ok(()) => Ok(CasStep::Write(record.to_json_bytes(), RecordUpdate::Applied(record))),
+            Err(_) => Ok(CasStep::Done(RecordUpdate::AlreadyEnded(record))),
+        }
+    })
+}
+
+/// Ends a download with `change` (complete, fail, cancel, interrupted) and, if this call ended
+/// it, settles it ([`settle`]). `AlreadyEnded` means another party ended it first.
+pub fn finish<S, F>(storage: &S, id: &str, change: F) -> Result<RecordUpdate, ApiError>
+where
+    S: Storage + ?Sized,
+    F: FnMut(&mut DownloadRecord) -> Result<(), TransitionError>,
+{
+    let update = update_record(storage, id, change)?;
+    if let RecordUpdate::Applied(record) = &update {
+        if record.is_terminal() {
+            settle(storage, id)?;
+        }
+    }
+    Ok(update)
+}
+
+/// Does the bookkeeping after a download ended — release its slot and target, append it to
+/// history — if nobody has claimed it yet. The claim is a compare-and-swap of the record's
+/// `settled` flag, so it happens exactly once however many parties try. Returns whether this
+/// call did it. A record that has not ended is left alone.
+pub fn settle<S: Storage + ?Sized>(storage: &S, id: &str) -> Result<bool, ApiError> {
+    let claimed = cas_update(storage, &record_key(id), |current| {
+        let Some(bytes) = current else { return Ok(CasStep::Done(None)) };
+        let mut record = DownloadRecord::from_json_bytes(bytes).map_err(|e| corrupt("download record", e))?;
+        if record.settled || !record.is_terminal() {
+            return Ok(CasStep::Done(None));
+        }
+        record.settled = true;
+        Ok(CasStep::Write(record.to_json_bytes(), Some(record)))
+    })?;
+    let Some(record) = claimed else { return Ok(false) };
+    release_slot(storage, id)?;
+    if let Ok(path) = StoragePath::parse_file(&record.file_path) {
+        release_target(storage, &path, id)?;
+    }
+    append_history(storage, id)?;
+    Ok(true)
+}
+
+/// Stores a record refused at validation ([`DownloadRecord::rejected`]) and puts it in
+/// history.
+pub fn store_rejected<S: Storage + ?Sized>(storage: &S, record: &DownloadRecord) -> Result<(), ApiError> {
+    create_record(storage, record)?;
+    settle(storage, &record.id)?;
+    Ok(())
+}
+
+/// The record of `id` as clients should see it: a download whose worker stopped reporting is
+/// ended as interrupted (and settled) first, so nothing stays "downloading" forever.
+pub fn load_current<S: Storage + ?Sized>(
+    storage: &S,
+    id: &str,
+    now: u64,
+    heartbeat_interval_secs: u64,
+) -> Result<Option<DownloadRecord>, ApiError> {
+    let Some(record) = load_record(storage, id)? else { return Ok(None) };
+    if !record.is_stale(now, heartbeat_interval_secs) {
+        return Ok(Some(record));
+    }
+    let update = finish(storage, id, |record| {
+        if record.is_stale(now, heartbeat_interval_secs) {
+            record.interrupted(now)
+        } else {
+            // It came back to life between the read and the swap; store it unchanged.
+            Ok(())
+        }
+    })?;
+    Ok(Some(update.record().clone()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Active set (concurrency slots)
+// ---------------------------------------------------------------------------------------
+
+fn parse_active(bytes: Option<&[u8]>) -> Result<Vec<String>, ApiError> {
+    match bytes {
+        None => Ok(Vec::new()),
+        Some(bytes) => serde_json::from_slice(bytes).map_err(|e| corrupt("active-download set", e)),
+    }
+}
+
+fn active_bytes(ids: &[String]) -> Vec<u8> {
+    serde_json::to_vec(ids).unwrap_or_default()
+}
+
+/// The ids holding a slot, in reservation order.
+pub fn active_ids<S: Storage + ?Sized>(storage: &S) -> Result<Vec<String>, ApiError> {
+    parse_active(storage.get(ACTIVE_KEY)?.as_deref())
+}
+
+/// Takes one of `limit` concurrent-download slots for `id`, atomically, or fails with
+/// `429 TOO_MANY_DOWNLOADS`. Taking a slot already held by `id` succeeds without a change.
+pub fn try_reserve_slot<S: Storage + ?Sized>(storage: &S, id: &str, limit: usize) -> Result<(), ApiError> {
+    require_valid_id(id)?;
+    cas_update(storage, ACTIVE_KEY, |current| {
+        let mut ids = parse_active(current)?;
+        if ids.iter().any(|held| held == id) {
+            return Ok(CasStep::Done(()));
+        }
+        if ids.len() >= limit {
+            return Err(ApiError::new(
+                ErrorCode::TooManyDownloads,
+                format!("{limit} downloads are already running; try again when one has finished"),
+            ));
+        }
+        ids.push(id.to_owned());
+        Ok(CasStep::Write(active_bytes(&ids), ()))
+    })
+}
+
+/// Gives back `id`'s slot. Returns whether it held one.
+pub fn release_slot<S: Storage + ?Sized>(storage: &S, id: &str) -> Result<bool, ApiError> {
+    cas_update(storage, ACTIVE_KEY, |current| {
+        let mut ids = parse_active(current)?;
+        let before = ids.len();
+        ids.retain(|held| held != id);
+        if ids.len() == before {
+            return Ok(CasStep::Done(false));
+        }
+        Ok(CasStep::Write(active_bytes(&ids), true))
+    })
+}
+
+/// Which records a listing includes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordFilter {
+    /// Only downloads into exactly this directory (`None`: all directories). Callers serving
+    /// the reference's `GET /?download_history` pass `None`, since the reference lists every
+    /// download there.
+    pub directory: Option<StoragePath>,
+    /// Only downloads started by this principal (`None`: everyone's, for admins).
+    pub owner: Option<String>,
+}
+
+impl RecordFilter {
+    /// Whether `record` passes.
+    pub fn matches(&self, record: &DownloadRecord) -> bool {
+        self.directory.as_ref().is_none_or(|dir| record.directory == *dir)
+            && self.owner.as_ref().is_none_or(|owner| record.owner == *owner)
+    }
+}
+
+/// Ends downloads whose worker stopped reporting (as interrupted), settles ended ones that
+/// still hold a slot, and drops slots whose record is gone. Returns the downloads this call
+/// declared interrupted, so the caller can reclaim their blobs and log them.
+pub fn sweep_stale<S: Storage + ?Sized>(
+    storage: &S,
+    now: u64,
+    heartbeat_interval_secs: u64,
+) -> Result<Vec<DownloadRecord>, ApiError> {
+    let mut interrupted = Vec::new();
+    for id in active_ids(storage)? {
+        match load_record(storage, &id)? {
+            None => {
+                release_slot(storage, &id)?;
+            }
+            Some(record) if record.is_terminal() => {
+                // Its ender crashed before settling (or is settling right now; the claim
+                // makes that harmless).
+                settle(storage, &id)?;
+            }
+            Some(record) if record.is_stale(now, heartbeat_interval_secs) => {
+                let update = finish(storage, &id, |record| {
+                    if record.is_stale(now, heartbeat_interval_secs) {
+                        record.interrupted(now)
+                    } else {
+                        Ok(())
+                    }
+                })?;
+                if let RecordUpdate::Applied(record) = update {
+                    if record.is_terminal() {
+                        interrupted.push(record);
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(interrupted)
+}
+
+/// The running downloads passing `filter`, oldest first, after a [`sweep_stale`] so none is
+/// shown as running after its worker died.
+pub fn list_active<S: Storage + ?Sized>(
+    storage: &S,
+    filter: &RecordFilter,
+    now: u64,
+    heartbeat_interval_secs: u64,
+) -> Result<Vec<DownloadRecord>, ApiError> {
+    sweep_stale(storage, now, heartbeat_interval_secs)?;
+    let mut running = Vec::new();
+    for id in active_ids(storage)? {
+        if let Some(record) = load_record(storage, &id)? {
+            if !record.is_terminal() && filter.matches(&record) {
+                running.push(record);
+            }
+        }
+    }
+    running.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
+    Ok(running)
+}
+
+// ---------------------------------------------------------------------------------------
+// Target reservations
+// ---------------------------------------------------------------------------------------
+
+#[derive(Serialize, Deserialize)]
+struct TargetClaim {
+    id: String,
+    since: u64,
+}
+
+/// Reserves `path` as `id`'s download target, so no other download writes it at the same
+/// time. Succeeds if the path is free, already `id`'s, or held by a download that has ended
+/// (or whose start died before writing its record, after [`TARGET_CLAIM_GRACE_SECS`]).
+pub fn reserve_target<S: Storage + ?Sized>(
+    storage: &S,
+    path: &StoragePath,
+    id: &str,
+    now: u64,
+) -> Result<bool, ApiError> {
+    require_valid_id(id)?;
+    let mine = serde_json::to_vec(&TargetClaim { id: id.to_owned(), since: now }).unwrap_or_default();
+    cas_update(storage, &target_key(path), |current| {
+        let holder = match current {
+            None | Some(b"") => None,
+            // An unreadable claim cannot be honoured; taking it over beats blocking the name.
+            Some(bytes) => serde_json::from_slice::<TargetClaim>(bytes).ok(),
+        };
+        let Some(holder) = holder else { return Ok(CasStep::Write(mine.clone(), true)) };
+        if holder.id == id {
+            return Ok(CasStep::Done(true));
+        }
+        let holder_gone = match load_record(storage, &holder.id)? {
+            Some(record) => record.is_terminal(),
+            None => now.saturating_sub(holder.since) > TARGET_CLAIM_GRACE_SECS,
+        };
+        if holder_gone {
+            Ok(CasStep::Write(mine.clone(), true))
+        } else {
+            Ok(CasStep::Done(false))
+        }
+    })
+}
+
+/// Frees `path` if `id` holds it (written as an empty value, by compare-and-swap, so a
+/// reservation taken over by someone else is never removed).
+pub fn release_target<S: Storage + ?Sized>(storage: &S, path: &StoragePath, id: &str) -> Result<(), ApiError> {
+    cas_update(storage, &target_key(path), |current| {
+        let held_by_id = current
+            .and_then(|bytes| serde_json::from_slice::<TargetClaim>(bytes).ok())
+            .is_some_and(|claim| claim.id == id);
+        Ok(if held_by_id { CasStep::Write(Vec::new(), ()) } else { CasStep::Done(()) })
+    })
+}
+
+/// Picks the download target in `directory`: `wanted`, else `wanted (1)`, `wanted (2)`, …
+/// — the first name with no file or directory there that could be reserved for `id`.
+/// `409 CONFLICT` after [`MAX_NAME_ATTEMPTS`] names; `400 INVALID_PATH` if a name does not fit
+/// the path limits.
+///
+/// The file can still appear between this check and the download's end (an upload); the
+/// worker must therefore publish without overwriting (`WriteMode::CreateNew`).
+pub fn choose_target<S: Storage + ?Sized>(
+    storage: &S,
+    directory: &StoragePath,
+    wanted: &str,
+    id: &str,
+    now: u64,
+) -> Result<StoragePath, ApiError> {
+    for attempt in 0..MAX_NAME_ATTEMPTS {
+        let path = directory.join(&next_free_name(wanted, attempt))?;
+        if stat(storage, &path)?.is_some() {
+            continue;
+        }
+        if reserve_target(storage, &path, id, now)? {
+            return Ok(path);
+        }
+    }
+    Err(ApiError::conflict(format!("no free name like {wanted:?} in this directory after {MAX_NAME_ATTEMPTS} tries")))
+}
+
+// ---------------------------------------------------------------------------------------
+// History
+// ---------------------------------------------------------------------------------------
+
+fn last_history_seq<S: Storage + ?Sized>(storage: &S) -> Result<u64, ApiError> {
+    Ok(u64::try_from(storage.increment(HISTORY_SEQ_KEY, 0)?).unwrap_or(0))
+}
+
+fn history_floor<S: Storage + ?Sized>(storage: &S) -> Result<u64, ApiError> {
+    match storage.get(HISTORY_FLOOR_KEY)? {
+        None => Ok(1),
+        Some(bytes) => {
+            serde_json::from_slice::<u64>(&bytes).map(|floor| floor.max(1)).map_err(|e| corrupt("history floor", e))
+        }
+    }
+}
+
+/// Appends `id` to history; returns its sequence number. An atomic increment hands out the
+/// number, so concurrent appends never collide or overwrite each other.
+pub fn append_history<S: Storage + ?Sized>(storage: &S, id: &str) -> Result<u64, ApiError> {
+    let seq = storage.increment(HISTORY_SEQ_KEY, 1)?;
+    let seq = u64::try_from(seq).map_err(|_| corrupt("history counter", seq))?;
+    storage.set(&history_entry_key(seq), id.as_bytes())?;
+    Ok(seq)
+}
+
+/// `limit` and `cursor` of a history request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryParams {
+    /// Page size, 1..=[`MAX_HISTORY_LIMIT`].
+    pub limit: usize,
+    /// Continue below this sequence number (the previous page's `next_cursor`).
+    pub cursor: Option<u64>,
+}
+
+/// Parses `limit` (default [`DEFAULT_HISTORY_LIMIT`]; above [`MAX_HISTORY_LIMIT`] is capped)
+/// and `cursor` (a previous `next_cursor`). Non-numbers and 0 are `400 INVALID_REQUEST`.
+pub fn parse_history_params(query: &Query) -> Result<HistoryParams, ApiError> {
+    let positive = |name: &str| -> Result<Option<u64>, ApiError> {
+        match query.get(name).filter(|value| !value.is_empty()) {
+            None => Ok(None),
+            Some(text) => match text.parse::<u64>() {
+                Ok(value) if value > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(value)),
+                _ => Err(ApiError::invalid_request(format!("`{name}` must be a positive whole number"))),
+            },
+        }
+    };
+    let limit = positive("limit")?.map_or(DEFAULT_HISTORY_LIMIT, |limit| limit.min(MAX_HISTORY_LIMIT as u64) as usize);
+    Ok(HistoryParams { limit, cursor: positive("cursor")? })
+}
+
+/// One page of history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Ended downloads, the most recently ended first.
+    pub records: Vec<DownloadRecord>,
+    /// Pass as `cursor` for the next (older) page; `None` when there is nothing older.
+    pub next_cursor: Option<u64>,
+}
+
+/// Reads history newest first: up to `limit` records passing `filter` whose sequence number
+/// is below `cursor` (all when `None`). Examines at most [`MAX_HISTORY_SCAN`] entries, so a
+/// page can be short yet have a `next_cursor`. Entries whose record is gone are skipped.
+pub fn history_page<S: Storage + ?Sized>(
+    storage: &S,
+    limit: usize,
+    cursor: Option<u64>,
+    filter: &RecordFilter,
+) -> Result<HistoryPage, ApiError> {
+    let limit = limit.clamp(1, MAX_HISTORY_LIMIT);
+    let last = last_history_seq(storage)?;
+    let floor = history_floor(storage)?;
+    let mut next = match cursor {
+        Some(cursor) => cursor.saturating_sub(1).min(last),
+        None => last,
+    };
+    let mut records = Vec::new();
+    let mut scanned = 0;
+    while next >= floor && records.len() < limit && scanned < MAX_HISTORY_SCAN {
+        if let Some(id) = storage.get(&history_entry_key(next))? {
+            let id = String::from_utf8_lossy(&id);
+            if let Some(record) = load_record(storage, &id)? {
+                if filter.matches(&record) {
+                    records.push(record);
+                }
+            }
+        }
+        next -= 1;
+        scanned += 1;
+    }
+    let next_cursor = (next >= floor).then_some(next + 1);
+    Ok(HistoryPage { records, next_cursor })
+}
+
+/// Keeps the newest `keep` history entries: older entries and their (ended) records are
+/// deleted, at most [`MAX_TRIM_PER_CALL`] per call (call it after each append and it keeps
+/// up). The floor is advanced first, by compare-and-swap, so concurrent trims split the work
+/// instead of repeating it and readers stop looking at entries being deleted. Returns how
+/// many entries this call removed.
+pub fn trim_history<S: Storage + ?Sized>(storage: &S, keep: u64) -> Result<u64, ApiError> {
+    let last = last_history_seq(storage)?;
+    let wanted_floor = last.saturating_sub(keep) + 1;
+    let claimed = cas_update(storage, HISTORY_FLOOR_KEY, |current| {
+        let floor = match current {
+            None => 1,
+            Some(bytes) => serde_json::from_slice::<u64>(bytes).map_err(|e| corrupt("history floor", e))?.max(1),
+        };
+        let new_floor = wanted_floor.min(floor.saturating_add(MAX_TRIM_PER_CALL));
+        if new_floor <= floor {
+            return Ok(CasStep::Done(None));
+        }
+        Ok(CasStep::Write(serde_json::to_vec(&new_floor).unwrap_or_default(), Some(floor..new_floor)))
+    })?;
+    let Some(range) = claimed else { return Ok(0) };
+    let removed = range.end - range.start;
+    for seq in range {
+        let key = history_entry_key(seq);
+        if let Some(id) = storage.get(&key)? {
+            let id = String::from_utf8_lossy(&id).into_owned();
+            // Only ended records are history; a running one (impossible unless the store was
+            // edited by hand) is left for its worker.
+            if load_record(storage, &id)?.is_some_and(|record| record.is_terminal()) {
+                storage.delete(&record_key(&id))?;
+            }
+        }
+        storage.delete(&key)?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::blob::MAX_KEY_BYTES;
+    use crate::download::params::parse_start_request;
+    use crate::download::record::DownloadStatus;
+    use crate::download::url_policy::DownloadPolicy;
+    use crate::storage::{write_file, MemoryStorage, WriteMode, WriteOptions};
+
+    const INTERVAL: u64 = 5;
+
+    fn dir(raw: &str) -> StoragePath {
+        StoragePath::parse(raw).unwrap()
+    }
+
+    fn starting(id: &str, url: &str, directory: &str, now: u64) -> DownloadRecord {
+        let query = Query::parse(&format!("download={url}")).unwrap();
+        let request = parse_start_request(&query, &dir(directory), &DownloadPolicy::default()).unwrap();
+        DownloadRecord::starting(id, "alice", &request, &request.file_path().unwrap(), now)
+    }
+
+    /// Steps 2–4 of the module docs.
+    fn start(
+        storage: &MemoryStorage,
+        id: &str,
+        name: &str,
+        now: u64,
+        limit: usize,
+    ) -> Result<DownloadRecord, ApiError> {
+        let target = choose_target(storage, &dir("Downloads"), name, id, now)?;
+        let mut record = starting(id, &format!("http://example.com/{name}"), "Downloads", now);
+        record.filename = target.file_name().unwrap().to_owned();
+        record.file_path = target.to_string();
+        create_record(storage, &record)?;
+        if let Err(err) = try_reserve_slot(storage, id, limit) {
+            finish(storage, id, |r| r.fail_with(now, &err))?;
+            return Err(err);
+        }
+        Ok(record)
+    }
+
+    fn history_ids(storage: &MemoryStorage) -> Vec<String> {
+        history_page(storage, MAX_HISTORY_LIMIT, None, &RecordFilter::default())
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    }
+
+    #[test]
+    fn keys_are_short_and_outside_file_prefixes() {
+        let long_id = "x".repeat(MAX_DOWNLOAD_ID_BYTES);
+        let long_path = dir(&vec!["d".repeat(200); 5].join("/"));
+        let keys = [
+            record_key(&long_id),
+            ACTIVE_KEY.to_owned(),
+            target_key(&long_path),
+            HISTORY_SEQ_KEY.to_owned(),
+            HISTORY_FLOOR_KEY.to_owned(),
+            history_entry_key(u64::MAX),
+        ];
+        for key in &keys {
+            assert!(key.len() <= MAX_KEY_BYTES, "{key}");
+            assert!(key.starts_with("dl:"), "{key}");
+            assert_eq!(crate::blob::classify_key(key), crate::blob::KeyKind::Other, "{key}");
+        }
+        assert_eq!(history_entry_key(42), "dl:hist:00000000000000000042");
+        assert!(history_entry_key(9) < history_entry_key(10));
+    }
+
+    #[test]
+    fn download_ids() {
+        assert!(is_valid_download_id("7a3f8b12-4d5e-4a1b-9c8f-2e6d7f8a9b0c"));
+        assert!(is_valid_download_id("a_b"));
+        for bad in ["", "a/b", "a:b", "..", "é", &"x".repeat(65), "a b"] {
+            assert!(!is_valid_download_id(bad), "{bad:?}");
+        }
+        let storage = MemoryStorage::new();
+        assert_eq!(load_record(&storage, "../etc").unwrap(), None);
+        assert_eq!(update_record(&storage, "a/b", |_| Ok(())).unwrap_err().code, ErrorCode::NotFound);
+        let mut bad = starting("ok", "http://x.org/a", "Downloads", 1);
+        bad.id = "no/slash".into();
+        assert_eq!(create_record(&storage, &bad).unwrap_err().code, ErrorCode::InternalError);
+        assert_eq!(try_reserve_slot(&storage, "", 5).unwrap_err().code, ErrorCode::InternalError);
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_duplicates() {
+        let storage = MemoryStorage::new();
+        let record = starting("d1", "http://x.org/a.bin", "Downloads", 10);
+        create_record(&storage, &record).unwrap();
+        assert_eq!(load_record(&storage, "d1").unwrap().unwrap(), record);
+        assert_eq!(create_record(&storage, &record).unwrap_err().code, ErrorCode::InternalError);
+        assert_eq!(load_record(&storage, "missing").unwrap(), None);
+        storage.set(&record_key("broken"), b"{not json").unwrap();
+        assert_eq!(load_record(&storage, "broken").unwrap_err().code, ErrorCode::StorageError);
+        assert_eq!(update_record(&storage, "missing", |_| Ok(())).unwrap_err().code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn progress_and_cancel_race_through_cas() {
+        let storage = MemoryStorage::new();
+        create_record(&storage, &starting("d1", "http://x.org/a.bin", "Downloads", 10)).unwrap();
+        try_reserve_slot(&storage, "d1", 4).unwrap();
+        // The user cancels exactly while the worker writes progress.
+        storage.before_next_cas(&record_key("d1"), |store: &MemoryStorage| {
+            let cancelled = finish(store, "d1", |r| r.cancel(11)).unwrap();
+            assert!(matches!(cancelled, RecordUpdate::Applied(_)));
+        });
+        let update = update_record(&storage, "d1", |r| r.progress(12, 4096, Some(8192))).unwrap();
+        let RecordUpdate::AlreadyEnded(record) = update else { panic!("progress must not resurrect {update:?}") };
+        assert_eq!(record.status, DownloadStatus::Cancelled);
+        let stored = load_record(&storage, "d1").unwrap().unwrap();
+        assert_eq!((stored.status, stored.current_size), (DownloadStatus::Cancelled, 0));
+        assert!(stored.settled);
+        // The worker's completion after the cancel loses too, and history holds it once.
+        assert!(matches!(finish(&storage, "d1", |r| r.complete(13, 8192)).unwrap(), RecordUpdate::AlreadyEnded(_)));
+        assert_eq!(history_ids(&storage), ["d1"]);
+        assert!(active_ids(&storage).unwrap().is_empty());
+    }
+
+    #[test]
+    fn concurrent_progress_writes_are_not_lost() {
+        let storage = MemoryStorage::new();
+        create_record(&storage, &starting("d1", "http://x.org/a.bin", "Downloads", 10)).unwrap();
+        storage.before_next_cas(&record_key("d1"), |store: &MemoryStorage| {
+            update_record(store, "d1", |r| r.record_heartbeat(50)).unwrap();
+        });
+        update_record(&storage, "d1", |r| r.progress(20, 100, Some(1000))).unwrap();
+        let stored = load_record(&storage, "d1").unwrap().unwrap();
+        assert_eq!((stored.current_size, stored.expected_size, stored.heartbeat), (100, Some(1000), 50));
+    }
+
+    #[test]
+    fn slots_respect_the_limit() {
+        let storage = MemoryStorage::new();
+        for id in ["a", "b", "c"] {
+            try_reserve_slot(&storage, id, 3).unwrap();
+        }
+        let err = try_reserve_slot(&storage, "d", 3).unwrap_err();
+        assert_eq!((err.code, err.status()), (ErrorCode::TooManyDownloads, 429));
+        try_reserve_slot(&storage, "b", 3).unwrap();
+        assert_eq!(active_ids(&storage).unwrap(), ["a", "b", "c"]);
+        assert!(release_slot(&storage, "b").unwrap());
+        assert!(!release_slot(&storage, "b").unwrap());
+        try_reserve_slot(&storage, "d", 3).unwrap();
+        assert_eq!(active_ids(&storage).unwrap(), ["a", "c", "d"]);
+        assert_eq!(try_reserve_slot(&storage, "e", 0).unwrap_err().code, ErrorCode::TooManyDownloads);
+        storage.set(ACTIVE_KEY, b"oops").unwrap();
+        assert_eq!(try_reserve_slot(&storage, "e", 9).unwrap_err().code, ErrorCode::StorageError);
+    }
+
+    #[test]
+    fn slot_race_never_exceeds_the_limit() {
+        let storage = MemoryStorage::new();
+        try_reserve_slot(&storage, "a", 2).unwrap();
+        // Between our read and our swap, another start takes the last slot.
+        storage.before_next_cas(ACTIVE_KEY, |store: &MemoryStorage| {
+            try_reserve_slot(store, "rival", 2).unwrap();
+        });
+        assert_eq!(try_reserve_slot(&storage, "b", 2).unwrap_err().code, ErrorCode::TooManyDownloads);
+        assert_eq!(active_ids(&storage).unwrap(), ["a", "rival"]);
+    }
+
+    #[test]
+    fn slot_reservation_under_thread_contention() {
+        let storage = MemoryStorage::new();
+        let limit = 5;
+        let granted: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..30)
+                .map(|n| {
+                    let storage = &storage;
+                    scope.spawn(move || try_reserve_slot(storage, &format!("id{n}"), limit).is_ok())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap() as usize).sum()
+        });
+        assert_eq!(granted, limit);
+        assert_eq!(active_ids(&storage).unwrap().len(), limit);
+    }
+
+    #[test]
+    fn targets_are_never_shared() {
+        let storage = MemoryStorage::new();
+        let path = dir("Downloads/data.csv");
+        assert!(reserve_target(&storage, &path, "a", 100).unwrap());
+        assert!(reserve_target(&storage, &path, "a", 100).unwrap(), "idempotent for the holder");
+        create_record(&storage, &starting("a", "http://x.org/data.csv", "Downloads", 100)).unwrap();
+        assert!(!reserve_target(&storage, &path, "b", 100_000).unwrap(), "a running holder keeps it");
+        // Someone else's release does nothing.
+        release_target(&storage, &path, "b").unwrap();
+        assert!(!reserve_target(&storage, &path, "b", 100).unwrap());
+        release_target(&storage, &path, "a").unwrap();
+        assert!(reserve_target(&storage, &path, "b", 100).unwrap());
+    }
+
+    #[test]
+    fn dead_holders_lose_their_targets() {
+        let storage = MemoryStorage::new();
+        let path = dir("Downloads/x.bin");
+        // A start that reserved and then died before writing its record.
+        assert!(reserve_target(&storage, &path, "ghost", 100).unwrap());
+        assert!(!reserve_target(&storage, &path, "b", 100 + TARGET_CLAIM_GRACE_SECS).unwrap());
+        assert!(reserve_target(&storage, &path, "b", 101 + TARGET_CLAIM_GRACE_SECS).unwrap());
+        // A holder that ended without releasing (crash) is taken over at once.
+        let mut ended = starting("b", "http://x.org/x.bin", "Downloads", 200);
+        ended.fail(201, ErrorCode::NetworkError, "reset").unwrap();
+        create_record(&storage, &ended).unwrap();
+        assert!(reserve_target(&storage, &path, "c", 202).unwrap());
+        // A late release by the old holder cannot free the new holder's reservation.
+        release_target(&storage, &path, "b").unwrap();
+        create_record(&storage, &starting("c", "http://x.org/x.bin", "Downloads", 202)).unwrap();
+        assert!(!reserve_target(&storage, &path, "d", 203).unwrap());
+        storage.set(&target_key(&path), b"garbage").unwrap();
+        assert!(reserve_target(&storage, &path, "d", 203).unwrap());
+    }
+
+    #[test]
+    fn concurrent_target_reservation_has_one_winner() {
+        let storage = MemoryStorage::new();
+        let path = dir("Downloads/data.csv");
+        let rival_path = path.clone();
+        storage.before_next_cas(&target_key(&path), move |store: &MemoryStorage| {
+            assert!(reserve_target(store, &rival_path, "rival", 1).unwrap());
+            create_record(store, &starting("rival", "http://x.org/data.csv", "Downloads", 1)).unwrap();
+        });
+        assert!(!reserve_target(&storage, &path, "me", 1).unwrap());
+    }
+
+    #[test]
+    fn choose_target_skips_existing_files_and_reservations() {
+        let storage = MemoryStorage::new();
+        let options = WriteOptions { mode: WriteMode::CreateNew, ..WriteOptions::default() };
+        write_file(&storage, &dir("Downloads/data.csv"), crate::blob::BlobId::new("b1").unwrap(), [b"x"], options, 1)
+            .unwrap();
+        let first = choose_target(&storage, &dir("Downloads"), "data.csv", "a", 10).unwrap();
+        assert_eq!(first.as_str(), "Downloads/data (1).csv");
+        create_record(&storage, &starting("a", "http://x.org/data.csv", "Downloads", 10)).unwrap();
+        let second = choose_target(&storage, &dir("Downloads"), "data.csv", "b", 10).unwrap();
+        assert_eq!(second.as_str(), "Downloads/data (2).csv");
+        // A directory with the wanted name counts as taken too.
+        crate::storage::create_dir(&storage, &dir("Downloads/report")).unwrap();
+        assert_eq!(
+            choose_target(&storage, &dir("Downloads"), "report", "c", 10).unwrap().as_str(),
+            "Downloads/report (1)"
+        );
+        assert_eq!(choose_target(&storage, &StoragePath::root(), "top.txt", "d", 10).unwrap().as_str(), "top.txt");
+    }
+
+    #[test]
+    fn choose_target_gives_up_eventually() {
+        let storage = MemoryStorage::new();
+        for attempt in 0..MAX_NAME_ATTEMPTS {
+            let path = dir("d").join(&next_free_name("f", attempt)).unwrap();
+            assert!(reserve_target(&storage, &path, "holder", 0).unwrap());
+        }
+        create_record(&storage, &starting("holder", "http://x.org/f", "d", 0)).unwrap();
+        assert_eq!(choose_target(&storage, &dir("d"), "f", "me", 0).unwrap_err().code, ErrorCode::Conflict);
+    }
+
+    #[test]
+    fn full_lifecycle_and_history_views() {
+        let storage = MemoryStorage::new();
+        let record = start(&storage, "d1", "data.csv", 100, 4).unwrap();
+        assert_eq!(active_ids(&storage).unwrap(), ["d1"]);
+        let active = list_active(&storage, &RecordFilter::default(), 101, INTERVAL).unwrap();
+        assert_eq!(active, [record]);
+        update_record(&storage, "d1", |r| r.progress(102, 10, Some(20))).unwrap();
+        let done = finish(&storage, "d1", |r| r.complete(103, 20)).unwrap();
+        assert!(matches!(done, RecordUpdate::Applied(ref r) if r.status == DownloadStatus::Completed));
+        assert!(active_ids(&storage).unwrap().is_empty());
+        assert!(list_active(&storage, &RecordFilter::default(), 104, INTERVAL).unwrap().is_empty());
+        assert_eq!(history_ids(&storage), ["d1"]);
+        // The target is free again for a later download (the file itself would now exist).
+        assert!(reserve_target(&storage, &dir("Downloads/data.csv"), "d2", 105).unwrap());
+    }
+
+    #[test]
+    fn too_many_downloads_is_recorded_in_history() {
+        let storage = MemoryStorage::new();
+        start(&storage, "d1", "a.bin", 1, 1).unwrap();
+        let err = start(&storage, "d2", "b.bin", 2, 1).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooManyDownloads);
+        let d2 = load_record(&storage, "d2").unwrap().unwrap();
+        assert_eq!((d2.status, d2.error), (DownloadStatus::Failed, Some(ErrorCode::TooManyDownloads)));
+        assert_eq!(history_ids(&storage), ["d2"]);
+        assert_eq!(active_ids(&storage).unwrap(), ["d1"]);
+        // Its target was released.
+        assert!(reserve_target(&storage, &dir("Downloads/b.bin"), "d3", 3).unwrap());
+    }
+
+    #[test]
+    fn rejected_starts_land_in_history() {
+        let storage = MemoryStorage::new();
+        let query = Query::parse("download=ftp://x.org/data.csv").unwrap();
+        let rejection = parse_start_request(&query, &dir("Downloads"), &DownloadPolicy::default()).unwrap_err();
+        let record = DownloadRecord::rejected("r1", "alice", &dir("Downloads"), &rejection, 7);
+        store_rejected(&storage, &record).unwrap();
+        let page = history_page(&storage, 10, None, &RecordFilter::default()).unwrap();
+        assert_eq!(page.records.len(), 1);
+        assert_eq!(page.records[0].error, Some(ErrorCode::InvalidUrl));
+        assert!(page.records[0].settled);
+    }
+
+    #[test]
+    fn settle_happens_exactly_once() {
+        let storage = MemoryStorage::new();
+        start(&storage, "d1", "a.bin", 1, 4).unwrap();
+        update_record(&storage, "d1", |r| r.fail(2, ErrorCode::NetworkError, "reset")).unwrap();
+        // Worker and sweeper settle at the same moment.
+        storage.before_next_cas(&record_key("d1"), |store: &MemoryStorage| {
+            assert!(settle(store, "d1").unwrap());
+        });
+        assert!(!settle(&storage, "d1").unwrap());
+        assert!(!settle(&storage, "d1").unwrap());
+        assert_eq!(history_ids(&storage), ["d1"]);
+        // A running download is not settled.
+        start(&storage, "d2", "b.bin", 3, 4).unwrap();
+        assert!(!settle(&storage, "d2").unwrap());
+        assert!(!settle(&storage, "nope").unwrap());
+    }
+
+    #[test]
+    fn stale_downloads_are_interrupted_and_settled() {
+        let storage = MemoryStorage::new();
+        start(&storage, "old", "a.bin", 100, 4).unwrap();
+        start(&storage, "fresh", "b.bin", 100, 4).unwrap();
+        update_record(&storage, "fresh", |r| r.record_heartbeat(118)).unwrap();
+        // An ended record whose worker crashed before settling.
+        start(&storage, "ended", "c.bin", 100, 4).unwrap();
+        update_record(&storage, "ended", |r| r.complete(110, 5)).unwrap();
+        // A slot whose record vanished.
+        storage.set(ACTIVE_KEY, br#"["old","fresh","ended","orphan"]"#).unwrap();
+
+        assert!(!load_record(&storage, "old").unwrap().unwrap().is_stale(120, INTERVAL));
+        let interrupted = sweep_stale(&storage, 121, INTERVAL).unwrap();
+        assert_eq!(interrupted.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["old"]);
+        let old = load_record(&storage, "old").unwrap().unwrap();
+        assert_eq!((old.status, old.error), (DownloadStatus::Failed, Some(ErrorCode::NetworkError)));
+        assert_eq!(old.error_message.as_deref(), Some(crate::download::record::INTERRUPTED_MESSAGE));
+        assert_eq!(active_ids(&storage).unwrap(), ["fresh"]);
+        let mut history = history_ids(&storage);
+        history.sort();
+        assert_eq!(history, ["ended", "old"]);
+        // Sweeping again changes nothing.
+        assert!(sweep_stale(&storage, 121, INTERVAL).unwrap().is_empty());
+        assert_eq!(history_ids(&storage).len(), 2);
+    }
+
+    #[test]
+    fn load_current_reconciles_stale_records() {
+        let storage = MemoryStorage::new();
+        start(&storage, "d1", "a.bin", 100, 4).unwrap();
+        assert_eq!(load_current(&storage, "d1", 110, INTERVAL).unwrap().unwrap().status, DownloadStatus::Starting);
+        let record = load_current(&storage, "d1", 200, INTERVAL).unwrap().unwrap();
+        assert_eq!(record.status, DownloadStatus::Failed);
+        assert_eq!(history_ids(&storage), ["d1"]);
+        assert!(active_ids(&storage).unwrap().is_empty());
+        assert_eq!(load_current(&storage, "none", 200, INTERVAL).unwrap(), None);
+    }
+
+    #[test]
+    fn a_worker_that_wakes_up_during_the_sweep_is_not_interrupted() {
+        let storage = MemoryStorage::new();
+        start(&storage, "d1", "a.bin", 100, 4).unwrap();
+        storage.before_next_cas(&record_key("d1"), |store: &MemoryStorage| {
+            update_record(store, "d1", |r| r.progress(130, 1, None)).unwrap();
+        });
+        assert!(sweep_stale(&storage, 130, INTERVAL).unwrap().is_empty());
+        assert_eq!(load_record(&storage, "d1").unwrap().unwrap().status, DownloadStatus::Downloading);
+        assert_eq!(active_ids(&storage).unwrap(), ["d1"]);
+    }
+
+    #[test]
+    fn active_listing_filters_and_orders() {
+        let storage = MemoryStorage::new();
+        start(&storage, "b", "x.bin", 20, 9).unwrap();
+        start(&storage, "a", "y.bin", 10, 9).unwrap();
+        let mut other = starting("c", "http://x.org/z.bin", "Other", 15);
+        other.owner = "bob".into();
+        create_record(&storage, &other).unwrap();
+        try_reserve_slot(&storage, "c", 9).unwrap();
+        let ids = |filter: RecordFilter| {
+            list_active(&storage, &filter, 21, INTERVAL).unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(RecordFilter::default()), ["a", "c", "b"]);
+        assert_eq!(ids(RecordFilter { directory: Some(dir("Downloads")), owner: None }), ["a", "b"]);
+        assert_eq!(ids(RecordFilter { directory: Some(dir("Other")), owner: None }), ["c"]);
+        assert_eq!(ids(RecordFilter { directory: Some(StoragePath::root()), owner: None }), Vec::<String>::new());
+        assert_eq!(ids(RecordFilter { directory: None, owner: Some("bob".into()) }), ["c"]);
+    }
+
+    fn ended(storage: &MemoryStorage, id: &str, directory: &str, now: u64) {
+        let mut record = starting(id, "http://x.org/f.bin", directory, now);
+        record.fail(now, ErrorCode::NetworkError, "x").unwrap();
+        store_rejected(storage, &record).unwrap();
+    }
+
+    #[test]
+    fn history_pages_newest_first_with_cursor() {
+        let storage = MemoryStorage::new();
+        for n in 1..=7 {
+            ended(&storage, &format!("h{n}"), "Downloads", n);
+        }
+        let all = RecordFilter::default();
+        let page = history_page(&storage, 3, None, &all).unwrap();
+        assert_eq!(page.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["h7", "h6", "h5"]);
+        assert_eq!(page.next_cursor, Some(5));
+        let page = history_page(&storage, 3, page.next_cursor, &all).unwrap();
+        assert_eq!(page.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["h4", "h3", "h2"]);
+        let page = history_page(&storage, 3, page.next_cursor, &all).unwrap();
+        assert_eq!(page.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["h1"]);
+        assert_eq!(page.next_cursor, None);
+        // Exactly filling the last page also ends the listing.
+        let page = history_page(&storage, 7, None, &all).unwrap();
+        assert_eq!((page.records.len(), page.next_cursor), (7, None));
+        // Out-of-range cursors and limits are tamed.
+        assert_eq!(history_page(&storage, 3, Some(1_000_000), &all).unwrap().records[0].id, "h7");
+        assert!(history_page(&storage, 3, Some(1), &all).unwrap().records.is_empty());
+        assert_eq!(history_page(&storage, 0, None, &all).unwrap().records.len(), 1);
+        assert_eq!(
+            history_page(&MemoryStorage::new(), 5, None, &all).unwrap(),
+            HistoryPage { records: vec![], next_cursor: None }
+        );
+    }
+
+    #[test]
+    fn history_directory_filter_and_scan_bound() {
+        let storage = MemoryStorage::new();
+        ended(&storage, "want", "A", 1);
+        for n in 0..(MAX_HISTORY_SCAN + 5) {
+            storage
+                .set(
+                    &history_entry_key(storage.increment(HISTORY_SEQ_KEY, 1).unwrap() as u64),
+                    format!("gone{n}").as_bytes(),
+                )
+                .unwrap();
+        }
+        let filter = RecordFilter { directory: Some(dir("A")), owner: None };
+        let first = history_page(&storage, 10, None, &filter).unwrap();
+        assert!(first.records.is_empty());
+        let cursor = first.next_cursor.expect("a short page must say where to go on");
+        let second = history_page(&storage, 10, Some(cursor), &filter).unwrap();
+        assert_eq!(second.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["want"]);
+        assert_eq!(second.next_cursor, None);
+    }
+
+    #[test]
+    fn history_params() {
+        let params = |q: &str| parse_history_params(&Query::parse(q).unwrap());
+        assert_eq!(params("").unwrap(), HistoryParams { limit: DEFAULT_HISTORY_LIMIT, cursor: None });
+        assert_eq!(
+            params("download_history=&limit=10&cursor=99").unwrap(),
+            HistoryParams { limit: 10, cursor: Some(99) }
+        );
+        assert_eq!(params("limit=100000").unwrap().limit, MAX_HISTORY_LIMIT);
+        assert_eq!(params("limit=&cursor=").unwrap(), HistoryParams { limit: DEFAULT_HISTORY_LIMIT, cursor: None });
+        for bad in [
+            "limit=0",
+            "limit=-1",
+            "limit=ten",
+            "limit=1.5",
+            "cursor=0",
+            "cursor=x",
+            "limit=+5",
+            "limit=99999999999999999999999",
+        ] {
+            assert_eq!(params(bad).unwrap_err().code, ErrorCode::InvalidRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn thirty_concurrent_downloads_neither_lose_nor_duplicate_history() {
+        let storage = MemoryStorage::new();
+        let all_started = std::sync::Barrier::new(30);
+        std::thread::scope(|scope| {
+            for n in 0..30 {
+                let (storage, all_started) = (&storage, &all_started);
+                scope.spawn(move || {
+                    let id = format!("d{n:02}");
+                    start(storage, &id, "same-name.bin", 100, 30).unwrap();
+                    // All run at once, so all need distinct targets.
+                    all_started.wait();
+                    update_record(storage, &id, |r| r.progress(101, 10, Some(10))).unwrap();
+                    if n % 3 == 0 {
+                        // A cancel racing the completion: exactly one of them wins.
+                        let cancel = finish(storage, &id, |r| r.cancel(102));
+                        let complete = finish(storage, &id, |r| r.complete(102, 10));
+                        let wins = [cancel.unwrap(), complete.unwrap()]
+                            .iter()
+                            .filter(|u| matches!(u, RecordUpdate::Applied(_)))
+                            .count();
+                        assert_eq!(wins, 1);
+                    } else {
+                        finish(storage, &id, |r| r.complete(102, 10)).unwrap();
+                    }
+                });
+            }
+        });
+        let ids = history_ids(&storage);
+        assert_eq!(ids.len(), 30);
+        let unique: BTreeSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), 30);
+        assert!(active_ids(&storage).unwrap().is_empty());
+        // All 30 ran at the same time and got distinct target names.
+        let paths: BTreeSet<_> = ids.iter().map(|id| load_record(&storage, id).unwrap().unwrap().file_path).collect();
+        assert_eq!(paths.len(), 30);
+        assert!(paths.contains("Downloads/same-name.bin") && paths.contains("Downloads/same-name (29).bin"));
+    }
+
+    #[test]
+    fn appends_interleaved_with_cas_traffic_are_kept() {
+        let storage = MemoryStorage::new();
+        // Each append is interleaved with a competing append from the hook.
+        for n in 0..15 {
+            ended(&storage, &format!("x{n}"), "D", n);
+            let rival = format!("y{n}");
+            storage.before_next_cas(&record_key(&format!("z{n}")), move |store: &MemoryStorage| {
+                ended(store, &rival, "D", 0);
+            });
+            ended(&storage, &format!("z{n}"), "D", n);
+        }
+        let ids = history_ids(&storage);
+        assert_eq!(ids.len(), 45);
+        assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 45);
+    }
+
+    #[test]
+    fn trimming_keeps_the_newest() {
+        let storage = MemoryStorage::new();
+        for n in 1..=10 {
+            ended(&storage, &format!("h{n}"), "D", n);
+        }
+        assert_eq!(trim_history(&storage, 4).unwrap(), 6);
+        assert_eq!(trim_history(&storage, 4).unwrap(), 0);
+        assert_eq!(history_ids(&storage), ["h10", "h9", "h8", "h7"]);
+        assert_eq!(load_record(&storage, "h6").unwrap(), None);
+        assert!(storage.get(&history_entry_key(6)).unwrap().is_none());
+        assert!(load_record(&storage, "h7").unwrap().is_some());
+        let page = history_page(&storage, 2, Some(9), &RecordFilter::default()).unwrap();
+        assert_eq!(page.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["h8", "h7"]);
+        assert_eq!(page.next_cursor, None);
+        ended(&storage, "h11", "D", 11);
+        assert_eq!(trim_history(&storage, 4).unwrap(), 1);
+        assert_eq!(history_ids(&storage), ["h11", "h10", "h9", "h8"]);
+        assert_eq!(trim_history(&storage, 0).unwrap(), 4);
+        assert!(history_ids(&storage).is_empty());
+        // Numbering continues after a full trim.
+        ended(&storage, "h12", "D", 12);
+        assert_eq!(history_ids(&storage), ["h12"]);
+    }
+
+    #[test]
+    fn trimming_is_bounded_and_shared_between_concurrent_trims() {
+        let storage = MemoryStorage::new();
+        for n in 0..(MAX_TRIM_PER_CALL + 10) {
+            storage
+                .set(
+                    &history_entry_key(storage.increment(HISTORY_SEQ_KEY, 1).unwrap() as u64),
+                    format!("gone{n}").as_bytes(),
+                )
+                .unwrap();
+        }
+        // A concurrent trim claims the first batch while we are about to.
+        storage.before_next_cas(HISTORY_FLOOR_KEY, |store: &MemoryStorage| {
+            assert_eq!(trim_history(store, 0).unwrap(), MAX_TRIM_PER_CALL);
+        });
+        assert_eq!(trim_history(&storage, 0).unwrap(), 10);
+        assert_eq!(trim_history(&storage, 0).unwrap(), 0);
+        assert!(storage
+            .keys()
+            .iter()
+            .all(|k| !k.starts_with(HISTORY_ENTRY_PREFIX) || k == HISTORY_SEQ_KEY || k == HISTORY_FLOOR_KEY));
+    }
+
+    #[test]
+    fn trimming_never_deletes_running_records() {
+        let storage = MemoryStorage::new();
+        start(&storage, "running", "a.bin", 1, 4).unwrap();
+        append_history(&storage, "running").unwrap();
+        trim_history(&storage, 0).unwrap();
+        assert!(load_record(&storage, "running").unwrap().is_some());
+    }
+}
