@@ -1,12 +1,324 @@
-//! Private download worker: validates ?download=URL, answers 202, then streams the remote body into storage.
-//! Not built yet: every request gets `501 NOT_IMPLEMENTED`.
+//! The download worker (private; the gateway forwards `GET /{dir}?download=URL` here).
+//!
+//! It validates the request, reserves a target name and a concurrency slot, answers `202`
+//! with the download id, and then — in the same invocation, after the response is complete —
+//! streams the remote body into storage, writing throttled progress and heartbeats until the
+//! download completes, fails or is cancelled. Every rule lives in `downlink_core::download`.
 
-use downlink_core::{ApiError, ErrorCode};
-use downlink_spin::http::send_error;
+use downlink_core::auth::Scope;
+use downlink_core::blob::BlobId;
+use downlink_core::download::params::StartRequest;
+use downlink_core::download::parse_start_request;
+use downlink_core::download::progress::{ProgressThrottle, TransferDeadline};
+use downlink_core::download::record::{failure_response, start_response, DownloadRecord};
+use downlink_core::download::registry::{
+    choose_target, create_record, finish, load_record, store_rejected, trim_history, try_reserve_slot, update_record,
+    RecordUpdate,
+};
+use downlink_core::download::remote_status::{
+    check_body_complete, check_size_cap, classify_outbound_error, classify_response_status, parse_content_length,
+};
+use downlink_core::download::settings::DownloadSettings;
+use downlink_core::download::url_policy::{next_hop, CheckedUrl};
+use downlink_core::error::JSON_CONTENT_TYPE;
+use downlink_core::meta::Origin;
+use downlink_core::query::Query;
+use downlink_core::storage::{stat, Entry, FileWriter, WriteMode, WriteOptions};
+use downlink_core::{ApiError, ErrorCode, StoragePath};
+use downlink_spin::fetch::{self, BodyStep, FetchError, ResponseBody};
+use downlink_spin::http::{send_bytes, send_error, RequestHead, IO_CHUNK};
+use downlink_spin::kv::KvStorage;
+use downlink_spin::{auth, download_settings, now_unix, random_id};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+use std::time::Duration;
+
+/// Longest a connection attempt may take (the whole-transfer deadline may be shorter).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the worker waits without checking its deadline, cancel flag and heartbeat.
+const MAX_WAIT: Duration = Duration::from_millis(250);
+const USER_AGENT: &str = concat!("Downlink/", env!("CARGO_PKG_VERSION"));
 
 #[http_component]
-async fn handle(_req: IncomingRequest, out: ResponseOutparam) {
-    send_error(out, &ApiError::new(ErrorCode::NotImplemented, "this endpoint is not implemented yet"));
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let head = RequestHead::of(&req);
+    drop(req);
+    let started = match accept(&head) {
+        Ok(Accepted::Started(download)) => download,
+        Ok(Accepted::Refused(status, body)) => return send_json_bytes(out, status, &body, None),
+        Err(e) => return send_error(out, &e),
+    };
+    let location = format!("/api/v1/downloads/{}", started.record.id);
+    let body = start_response(&started.record).to_json_bytes();
+    // The client has its complete answer now; the transfer continues in this invocation.
+    send_json_bytes(out, 202, &body, Some(&location));
+    started.run();
+}
+
+fn send_json_bytes(out: ResponseOutparam, status: u16, body: &[u8], location: Option<&str>) {
+    let mut headers = vec![("content-type", JSON_CONTENT_TYPE.to_string())];
+    if let Some(location) = location {
+        headers.push(("location", location.to_string()));
+    }
+    send_bytes(out, status, &headers, body);
+}
+
+enum Accepted {
+    Started(Box<Download>),
+    /// Refused after validation, in the reference's start-body shape (recorded in history).
+    Refused(u16, Vec<u8>),
+}
+
+/// Everything before the `202`: auth, the operator switch, validation, target and slot.
+fn accept(head: &RequestHead) -> Result<Accepted, ApiError> {
+    let principal = auth::authenticate(head.header("authorization"))?;
+    principal.require(Scope::DownloadCreate)?;
+    let settings = download_settings()?;
+    if !settings.allow_download {
+        return Err(ApiError::new(
+            ErrorCode::DownloadForbidden,
+            "downloading from URLs is switched off on this server (variable `allow_download`)",
+        ));
+    }
+    let directory = StoragePath::from_url_path(head.path())?.path;
+    let query = Query::parse(head.query())?;
+    let storage = KvStorage::open_default()?;
+    if let Some(Entry::File(_)) = stat(&storage, &directory)? {
+        return Err(ApiError::conflict(format!("`/{directory}` is a file, not a directory")));
+    }
+    let id = random_id();
+    let now = now_unix();
+    let request = match parse_start_request(&query, &directory, &settings.policy) {
+        Ok(request) => request,
+        Err(rejected) => {
+            let record = DownloadRecord::rejected(&id, &principal.name, &directory, &rejected, now);
+            store_rejected(&storage, &record)?;
+            let _ = trim_history(&storage, settings.history_limit);
+            let body = failure_response(&id, &rejected.filename, &rejected.file_path, rejected.error.code)
+                .with_detail(rejected.error.message.clone());
+            return Ok(Accepted::Refused(body.status(), body.to_json_bytes()));
+        }
+    };
+    let target = choose_target(&storage, &request.directory, &request.filename, &id, now)?;
+    let mut record = DownloadRecord::starting(&id, &principal.name, &request, &target, now);
+    record.blob_id = Some(random_id());
+    create_record(&storage, &record)?;
+    if let Err(e) = try_reserve_slot(&storage, &id, settings.max_concurrent) {
+        finish(&storage, &id, |r| r.fail_with(now, &e))?;
+        let _ = trim_history(&storage, settings.history_limit);
+        let body = failure_response(&id, &record.filename, &record.file_path, e.code).with_detail(e.message);
+        return Ok(Accepted::Refused(body.status(), body.to_json_bytes()));
+    }
+    Ok(Accepted::Started(Box::new(Download { storage, settings, request, target, record })))
+}
+
+/// A started download: the transfer runs after the response was sent.
+struct Download {
+    storage: KvStorage,
+    settings: DownloadSettings,
+    request: StartRequest,
+    target: StoragePath,
+    record: DownloadRecord,
+}
+
+/// How a transfer ended when it did not complete.
+enum Stop {
+    /// Someone else ended the record (a cancel, or a sweep that thought us dead).
+    Ended,
+    /// It failed with this error.
+    Failed(ApiError),
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+fn monotonic_ms() -> u64 {
+    fetch::now() / 1_000_000
+}
+
+impl Download {
+    fn run(self) {
+        let id = self.record.id.clone();
+        let outcome = self.transfer();
+        let now = now_unix();
+        let ended = match outcome {
+            Ok(size) => finish(&self.storage, &id, |r| r.complete(now, size)),
+            Err(Stop::Ended) => Ok(RecordUpdate::AlreadyEnded(self.record.clone())),
+            Err(Stop::Failed(e)) => {
+                eprintln!("download {id}: {}: {}", e.code.as_str(), e.message);
+                finish(&self.storage, &id, |r| r.fail_with(now, &e))
+            }
+        };
+        if let Err(e) = ended {
+            eprintln!("download {id}: could not record the end: {}", e.message);
+        }
+        let _ = trim_history(&self.storage, self.settings.history_limit);
+    }
+
+    /// Fetches (following redirects) and stores the body; returns the stored size.
+    fn transfer(&self) -> Result<u64, Stop> {
+        let start_ms = monotonic_ms();
+        let deadline = TransferDeadline::new(start_ms, self.request.timeout_secs);
+        let deadline_ns = fetch::after(Duration::from_secs(self.request.timeout_secs));
+        let mut duties = Duties::new(self, start_ms);
+
+        let (response, url) = self.fetch_following_redirects(deadline_ns, &deadline, &mut duties)?;
+        classify_response_status(response.status())?;
+        let expected = fetch::response_header(&response, "content-length").and_then(|v| parse_content_length(&v));
+        check_size_cap(self.settings.max_bytes, expected, 0)?;
+        duties.write(|r| r.progress(now_unix(), 0, expected))?;
+
+        let blob_id = self.record.blob_id.clone().unwrap_or_else(random_id);
+        let blob_id = BlobId::new(blob_id).map_err(|e| ApiError::internal(e.to_string()))?;
+        let options = WriteOptions {
+            mode: WriteMode::CreateNew,
+            origin: Origin::Url(url.as_str().to_owned()),
+            max_size: self.settings.max_bytes,
+            expected_sha256: self.request.sha256.map(|d| d.to_hex()),
+            ..WriteOptions::default()
+        };
+        let mut writer = FileWriter::begin(&self.storage, self.target.clone(), blob_id, options, now_unix())?;
+        let streamed = self
+            .stream_body(&response, expected, &deadline, deadline_ns, &mut duties, &mut writer)
+            .and_then(|received| check_body_complete(expected, received).map_err(Stop::from));
+        match streamed {
+            // CreateNew: a file that appeared at the target meanwhile is never overwritten.
+            Ok(()) => Ok(writer.commit(now_unix())?.meta.size),
+            Err(stop) => {
+                let _ = writer.abort();
+                Err(stop)
+            }
+        }
+    }
+
+    fn fetch_following_redirects(
+        &self,
+        deadline_ns: fetch::Instant,
+        deadline: &TransferDeadline,
+        duties: &mut Duties<'_>,
+    ) -> Result<(spin_sdk::http::IncomingResponse, CheckedUrl), Stop> {
+        let mut url = self.request.url.clone();
+        let mut redirects = 0;
+        loop {
+            let remaining =
+                Duration::from_millis(deadline.remaining_ms(monotonic_ms()).ok_or_else(|| deadline.expired())?);
+            let authority = url.authority();
+            let target = fetch::Target {
+                scheme: url.scheme().as_str(),
+                authority: &authority,
+                path_and_query: url.path_and_query(),
+            };
+            let pending =
+                fetch::start_get(&target, &[("user-agent", USER_AGENT)], remaining.min(CONNECT_TIMEOUT), remaining)
+                    .map_err(|e| fetch_error(e, deadline))?;
+            let mut cancelled = false;
+            let response = fetch::await_response(&pending, deadline_ns, MAX_WAIT, &mut || match duties.tick() {
+                Ok(()) => true,
+                Err(_) => {
+                    cancelled = true;
+                    false
+                }
+            });
+            if cancelled {
+                return Err(Stop::Ended);
+            }
+            let response = response.map_err(|e| fetch_error(e, deadline))?;
+            let location = fetch::response_header(&response, "location");
+            match next_hop(&url, response.status(), location.as_deref(), redirects, &self.settings.policy)? {
+                Some(next) => {
+                    redirects += 1;
+                    url = next;
+                }
+                None => return Ok((response, url)),
+            }
+        }
+    }
+
+    fn stream_body(
+        &self,
+        response: &spin_sdk::http::IncomingResponse,
+        expected: Option<u64>,
+        deadline: &TransferDeadline,
+        deadline_ns: fetch::Instant,
+        duties: &mut Duties<'_>,
+        writer: &mut FileWriter<'_, KvStorage>,
+    ) -> Result<u64, Stop> {
+        let mut body = ResponseBody::of(response).map_err(|e| fetch_error(e, deadline))?;
+        let mut received = 0u64;
+        loop {
+            match body.step(IO_CHUNK, deadline_ns, MAX_WAIT).map_err(|e| fetch_error(e, deadline))? {
+                BodyStep::Data(bytes) => {
+                    received += bytes.len() as u64;
+                    check_size_cap(self.settings.max_bytes, expected, received)?;
+                    writer.write(&bytes)?;
+                    if duties.throttle.should_report(monotonic_ms(), received) {
+                        duties.write(|r| r.progress(now_unix(), received, expected))?;
+                        writer.touch(now_unix())?;
+                    }
+                }
+                BodyStep::Idle => {}
+                BodyStep::End => return Ok(received),
+            }
+            duties.tick()?;
+            writer.touch(now_unix())?;
+        }
+    }
+}
+
+/// The worker's periodic duties: heartbeats and noticing a cancel.
+struct Duties<'d> {
+    download: &'d Download,
+    throttle: ProgressThrottle,
+    heartbeat_ms: u64,
+}
+
+impl<'d> Duties<'d> {
+    fn new(download: &'d Download, start_ms: u64) -> Self {
+        Duties {
+            download,
+            throttle: ProgressThrottle::new(start_ms),
+            heartbeat_ms: download.settings.heartbeat_secs * 1000,
+        }
+    }
+
+    /// Writes a record change; `Ended` if the record was ended by someone else.
+    fn write(
+        &mut self,
+        change: impl FnMut(&mut DownloadRecord) -> Result<(), downlink_core::download::record::TransitionError>,
+    ) -> Result<(), Stop> {
+        match update_record(&self.download.storage, &self.download.record.id, change)? {
+            RecordUpdate::Applied(_) => Ok(()),
+            RecordUpdate::AlreadyEnded(_) => Err(Stop::Ended),
+        }
+    }
+
+    /// Sends a heartbeat when due and checks for a cancel when due.
+    fn tick(&mut self) -> Result<(), Stop> {
+        let now_ms = monotonic_ms();
+        if self.throttle.heartbeat_due(now_ms, self.heartbeat_ms) {
+            self.write(|r| r.record_heartbeat(now_unix()))?;
+        }
+        if self.throttle.cancel_check_due(now_ms) {
+            let ended = load_record(&self.download.storage, &self.download.record.id)?.is_none_or(|r| r.is_terminal());
+            if ended {
+                return Err(Stop::Ended);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fetch_error(e: FetchError, deadline: &TransferDeadline) -> Stop {
+    match e {
+        FetchError::Http(code) => Stop::Failed(classify_outbound_error(&format!("{code:?}"))),
+        FetchError::Deadline => Stop::Failed(deadline.expired()),
+        FetchError::Cancelled => Stop::Ended,
+        FetchError::BodyBroken(detail) => {
+            Stop::Failed(ApiError::new(ErrorCode::NetworkError, format!("the connection broke off mid-body: {detail}")))
+        }
+        FetchError::Invalid(detail) => Stop::Failed(ApiError::new(ErrorCode::NetworkError, detail)),
+    }
 }

@@ -11,11 +11,6 @@ use spin_sdk::http_component;
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{IncomingResponse, OutgoingBody};
 
-/// Components that exist in this build. Others answer `501` rather than pretending.
-fn is_available(target: GatewayTarget) -> bool {
-    matches!(target, GatewayTarget::Files)
-}
-
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = RequestHead::of(&req);
@@ -27,10 +22,6 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         Ok(target) => target,
         Err(e) => return send_error(out, &e),
     };
-    if !is_available(target) {
-        let e = ApiError::new(ErrorCode::NotImplemented, format!("`{}` is not available yet", target.component()));
-        return send_error(out, &e);
-    }
     if let Err(e) = forward(req, &head, target.component(), out) {
         eprintln!("gateway: forwarding to {} failed: {}", target.component(), e.message);
     }

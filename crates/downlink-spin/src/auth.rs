@@ -6,6 +6,6 @@ use downlink_core::ApiError;
 /// Authenticates an `Authorization` header value. An unset or empty variable means "no tokens
 /// configured" (every request refused with instructions).
 pub fn authenticate(authorization: Option<&str>) -> Result<Principal, ApiError> {
-    let config = spin_sdk::variables::get(API_TOKENS_VARIABLE).ok();
+    let config = crate::variable(API_TOKENS_VARIABLE);
     authenticate_request(config.as_deref(), authorization)
 }

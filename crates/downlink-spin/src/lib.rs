@@ -22,3 +22,13 @@ pub fn now_unix() -> u64 {
 pub fn random_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// A Spin variable's value, `None` when it is not granted or not set.
+pub fn variable(name: &str) -> Option<String> {
+    spin_sdk::variables::get(name).ok()
+}
+
+/// The download settings from this component's variables.
+pub fn download_settings() -> Result<downlink_core::download::settings::DownloadSettings, downlink_core::ApiError> {
+    downlink_core::download::settings::DownloadSettings::load(variable)
+}

@@ -10,12 +10,14 @@
 //! - [`progress`]: progress-write throttling, heartbeats, the transfer deadline.
 //! - [`registry`]: records, concurrency slots, target reservations and history in the store.
 //! - [`remote_status`]: remote statuses and outbound-HTTP failures mapped to error codes.
+//! - [`settings`]: the operator settings from Spin variables.
 
 pub mod params;
 pub mod progress;
 pub mod record;
 pub mod registry;
 pub mod remote_status;
+pub mod settings;
 pub mod url_policy;
 
 pub use params::{parse_start_request, RejectedStart, StartRequest};

@@ -38,12 +38,13 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::blob::{BlobId, DEFAULT_CHUNK_SIZE};
 use crate::download::params::next_free_name;
 use crate::download::record::{DownloadRecord, TransitionError};
 use crate::error::{ApiError, ErrorCode};
 use crate::path::StoragePath;
 use crate::query::Query;
-use crate::storage::{cas_update, stat, CasOutcome, CasStep, Storage};
+use crate::storage::{cas_update, reclaim_abandoned_write, stat, CasOutcome, CasStep, Storage};
 
 /// Prefix of download record keys.
 pub const RECORD_PREFIX: &str = "dl:rec:";
@@ -351,6 +352,24 @@ pub fn sweep_stale<S: Storage + ?Sized>(
                 }
             }
             Some(_) => {}
+        }
+    }
+    Ok(interrupted)
+}
+
+/// [`sweep_stale`], then reclaims the blob each interrupted download was writing (its worker
+/// is gone, so nobody else will). Returns the interrupted downloads.
+pub fn sweep_and_reclaim<S: Storage + ?Sized>(
+    storage: &S,
+    now: u64,
+    heartbeat_interval_secs: u64,
+) -> Result<Vec<DownloadRecord>, ApiError> {
+    let interrupted = sweep_stale(storage, now, heartbeat_interval_secs)?;
+    for record in &interrupted {
+        if let Some(blob_id) = record.blob_id.as_deref().and_then(|id| BlobId::new(id).ok()) {
+            let known_chunks = record.current_size / u64::from(DEFAULT_CHUNK_SIZE);
+            // Best effort: whatever is left, storage garbage collection removes later.
+            let _ = reclaim_abandoned_write(storage, &blob_id, known_chunks);
         }
     }
     Ok(interrupted)
@@ -1172,5 +1191,34 @@ mod tests {
         append_history(&storage, "running").unwrap();
         trim_history(&storage, 0).unwrap();
         assert!(load_record(&storage, "running").unwrap().is_some());
+    }
+
+    #[test]
+    fn sweeping_a_dead_download_reclaims_its_blob() {
+        use crate::storage::{FileWriter, MemoryStorage, WriteOptions};
+        let storage = MemoryStorage::new();
+        let path = StoragePath::parse_file("dl/big.bin").unwrap();
+        let mut writer = FileWriter::begin(
+            &storage,
+            path.clone(),
+            BlobId::new("blob-1").unwrap(),
+            WriteOptions { chunk_size: 4, ..WriteOptions::default() },
+            100,
+        )
+        .unwrap();
+        writer.write(b"0123456789").unwrap();
+        let mut record = DownloadRecord::from_json_bytes(
+            br#"{"id":"d1","owner":"a","filename":"big.bin","file_path":"dl/big.bin","directory":"dl","url":"http://x/","status":"downloading","current_size":10,"start_time":100,"heartbeat":100,"timeout_secs":300}"#,
+        )
+        .unwrap();
+        record.blob_id = Some("blob-1".into());
+        create_record(&storage, &record).unwrap();
+        try_reserve_slot(&storage, "d1", 4).unwrap();
+        assert!(storage.keys().iter().any(|k| k.starts_with("chunk:")));
+        let interrupted = sweep_and_reclaim(&storage, 200, 5).unwrap();
+        assert_eq!(interrupted.len(), 1);
+        assert!(!storage.keys().iter().any(|k| k.starts_with("chunk:") || k.starts_with("pending:")));
+        assert!(active_ids(&storage).unwrap().is_empty());
+        drop(writer);
     }
 }

@@ -1,0 +1,132 @@
+//! The operator's download settings, read from Spin variables through a lookup function so
+//! parsing stays pure and every download component reads them the same way.
+
+use super::progress::HEARTBEAT_INTERVAL_SECS;
+use super::url_policy::DownloadPolicy;
+use crate::error::ApiError;
+
+/// Variable names, as declared in `spin.toml`.
+pub mod vars {
+    /// The operator switch (the reference's `--allow-download`).
+    pub const ALLOW_DOWNLOAD: &str = "allow_download";
+    /// Allow-list of domains.
+    pub const ALLOW_DOMAINS: &str = "download_allow_domains";
+    /// Block-list of domains.
+    pub const BLOCK_DOMAINS: &str = "download_block_domains";
+    /// Allow non-public targets (local testing).
+    pub const ALLOW_PRIVATE: &str = "download_allow_private";
+    /// This app's own host names.
+    pub const OWN_HOSTS: &str = "download_own_hosts";
+    /// Concurrent downloads.
+    pub const MAX_CONCURRENT: &str = "max_concurrent_downloads";
+    /// Size cap per download, 0 = none.
+    pub const MAX_BYTES: &str = "max_download_bytes";
+    /// History entries kept.
+    pub const HISTORY_LIMIT: &str = "download_history_limit";
+    /// Heartbeat interval.
+    pub const HEARTBEAT_SECS: &str = "download_heartbeat_secs";
+}
+
+/// Parsed download settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadSettings {
+    /// Whether downloads may be started at all.
+    pub allow_download: bool,
+    /// URL rules.
+    pub policy: DownloadPolicy,
+    /// Most downloads running at once (≥ 1).
+    pub max_concurrent: usize,
+    /// Largest file a download may produce.
+    pub max_bytes: Option<u64>,
+    /// History entries kept (≥ 1).
+    pub history_limit: u64,
+    /// Seconds between heartbeats (≥ 1).
+    pub heartbeat_secs: u64,
+}
+
+impl DownloadSettings {
+    /// Reads every setting through `lookup` (absent variables take their defaults). A value
+    /// that does not parse is `500 INTERNAL_ERROR` naming the variable: a typo in operator
+    /// configuration must not silently change behaviour.
+    pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Result<DownloadSettings, ApiError> {
+        let text = |name: &str| lookup(name).unwrap_or_default();
+        let number = |name: &str, default: u64| -> Result<u64, ApiError> {
+            let raw = text(name);
+            let raw = raw.trim();
+            if raw.is_empty() {
+                return Ok(default);
+            }
+            raw.parse().map_err(|_| config_error(name, "a whole number"))
+        };
+        let allow_private =
+            parse_bool(&text(vars::ALLOW_PRIVATE)).ok_or_else(|| config_error(vars::ALLOW_PRIVATE, "true or false"))?;
+        Ok(DownloadSettings {
+            allow_download: parse_bool(&text(vars::ALLOW_DOWNLOAD))
+                .ok_or_else(|| config_error(vars::ALLOW_DOWNLOAD, "true or false"))?,
+            policy: DownloadPolicy::from_variables(
+                &text(vars::ALLOW_DOMAINS),
+                &text(vars::BLOCK_DOMAINS),
+                allow_private,
+                &text(vars::OWN_HOSTS),
+            )?,
+            max_concurrent: usize::try_from(number(vars::MAX_CONCURRENT, 4)?.max(1)).unwrap_or(usize::MAX),
+            max_bytes: Some(number(vars::MAX_BYTES, 0)?).filter(|cap| *cap > 0),
+            history_limit: number(vars::HISTORY_LIMIT, 1000)?.max(1),
+            heartbeat_secs: number(vars::HEARTBEAT_SECS, HEARTBEAT_INTERVAL_SECS)?.max(1),
+        })
+    }
+}
+
+/// `true`/`false` and the usual spellings; empty is false.
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+fn config_error(name: &str, expected: &str) -> ApiError {
+    ApiError::internal(format!("the `{name}` variable must be {expected}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<DownloadSettings, ApiError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        DownloadSettings::load(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let s = load(&[]).unwrap();
+        assert!(!s.allow_download);
+        assert!(!s.policy.allow_private_targets);
+        assert_eq!((s.max_concurrent, s.max_bytes, s.history_limit, s.heartbeat_secs), (4, None, 1000, 5));
+    }
+
+    #[test]
+    fn parses_values_and_refuses_typos() {
+        let s = load(&[
+            ("allow_download", "TRUE"),
+            ("download_allow_private", "yes"),
+            ("max_concurrent_downloads", "30"),
+            ("max_download_bytes", "1048576"),
+            ("download_block_domains", "evil.com, bad.org"),
+            ("download_heartbeat_secs", "0"),
+        ])
+        .unwrap();
+        assert!(s.allow_download && s.policy.allow_private_targets);
+        assert_eq!((s.max_concurrent, s.max_bytes, s.heartbeat_secs), (30, Some(1_048_576), 1));
+        assert_eq!(s.policy.block_domains, vec!["evil.com", "bad.org"]);
+        for (name, value) in
+            [("allow_download", "maybe"), ("max_concurrent_downloads", "-1"), ("max_download_bytes", "1MB")]
+        {
+            let err = load(&[(name, value)]).unwrap_err();
+            assert!(err.message.contains(name), "{}", err.message);
+        }
+    }
+}
