@@ -1098,13 +1098,18 @@ fn other_methods_are_405_with_allow() {
 }
 
 #[test]
-fn gateway_download_queries_are_501_for_now() {
+fn gateway_sends_download_queries_to_the_download_components() {
     let app = App::start();
+    // The operator switch is off by default.
     let start = format!("/dir?download={}", encode("http://example.com/file.bin"));
-    for path in [start.as_str(), "/dir?downloads=", "/?download_history="] {
-        let what = format!("GET {path}");
-        expect_error(&app.call("GET", path, Some(ROOT), &[], b""), 501, "NOT_IMPLEMENTED", &what);
-    }
+    expect_error(&app.call("GET", &start, Some(ROOT), &[], b""), 403, "DOWNLOAD_FORBIDDEN", "start with switch off");
+    let active = app.call("GET", "/dir?downloads=", Some(ROOT), &[], b"");
+    assert_eq!(active.status, 200, "?downloads=: {}", active.text());
+    assert_eq!(active.json()["downloads"], json!([]));
+    let history = app.call("GET", "/?download_history=", Some(ROOT), &[], b"");
+    assert_eq!(history.status, 200, "?download_history=: {}", history.text());
+    assert_eq!(history.json()["history"], json!([]));
+    expect_error(&app.call("GET", "/dir?download=x&downloads=", Some(ROOT), &[], b""), 400, "INVALID_REQUEST", "two");
     assert_eq!(app.list("/")["entries"], json!([]), "a gateway query wrote something");
 }
 
