@@ -21,9 +21,9 @@ use downlink_core::download::remote_status::{
 use downlink_core::download::settings::DownloadSettings;
 use downlink_core::download::url_policy::{next_hop, CheckedUrl};
 use downlink_core::error::JSON_CONTENT_TYPE;
-use downlink_core::meta::Origin;
+use downlink_core::meta::{FileMeta, Origin};
 use downlink_core::query::Query;
-use downlink_core::storage::{stat, Entry, FileWriter, WriteMode, WriteOptions};
+use downlink_core::storage::{delete_file, stat, Entry, FileWriter, WriteMode, WriteOptions};
 use downlink_core::{ApiError, ErrorCode, StoragePath};
 use downlink_spin::fetch::{self, BodyStep, FetchError, ResponseBody};
 use downlink_spin::http::{send_bytes, send_error, RequestHead, IO_CHUNK};
@@ -145,7 +145,15 @@ impl Download {
         let outcome = self.transfer();
         let now = now_unix();
         let ended = match outcome {
-            Ok(size) => finish(&self.storage, &id, |r| r.complete(now, size)),
+            Ok(meta) => {
+                let ended = finish(&self.storage, &id, |r| r.complete(now, meta.size));
+                if let Ok(RecordUpdate::AlreadyEnded(_)) = ended {
+                    // Cancelled between the last check and publication: take the file back,
+                    // but only this exact version of it.
+                    let _ = delete_file(&self.storage, &meta.path, Some(&meta.etag()));
+                }
+                ended
+            }
             Err(Stop::Ended) => Ok(RecordUpdate::AlreadyEnded(self.record.clone())),
             Err(Stop::Failed(e)) => {
                 eprintln!("download {id}: {}: {}", e.code.as_str(), e.message);
@@ -158,8 +166,8 @@ impl Download {
         let _ = trim_history(&self.storage, self.settings.history_limit);
     }
 
-    /// Fetches (following redirects) and stores the body; returns the stored size.
-    fn transfer(&self) -> Result<u64, Stop> {
+    /// Fetches (following redirects) and stores the body; returns the published file.
+    fn transfer(&self) -> Result<FileMeta, Stop> {
         let start_ms = monotonic_ms();
         let deadline = TransferDeadline::new(start_ms, self.request.timeout_secs);
         let deadline_ns = fetch::after(Duration::from_secs(self.request.timeout_secs));
@@ -184,9 +192,11 @@ impl Download {
         let streamed = self
             .stream_body(&response, expected, &deadline, deadline_ns, &mut duties, &mut writer)
             .and_then(|received| check_body_complete(expected, received).map_err(Stop::from));
+        // A cancel may have landed since the last check: look once more before publishing.
+        let streamed = streamed.and_then(|()| duties.check_not_ended());
         match streamed {
             // CreateNew: a file that appeared at the target meanwhile is never overwritten.
-            Ok(()) => Ok(writer.commit(now_unix())?.meta.size),
+            Ok(()) => Ok(writer.commit(now_unix())?.meta),
             Err(stop) => {
                 let _ = writer.abort();
                 Err(stop)
@@ -254,13 +264,13 @@ impl Download {
                     received += bytes.len() as u64;
                     check_size_cap(self.settings.max_bytes, expected, received)?;
                     writer.write(&bytes)?;
-                    if duties.throttle.should_report(monotonic_ms(), received) {
-                        duties.write(|r| r.progress(now_unix(), received, expected))?;
-                        writer.touch(now_unix())?;
-                    }
                 }
                 BodyStep::Idle => {}
                 BodyStep::End => return Ok(received),
+            }
+            // Also while waiting, so bytes received before a stall are shown.
+            if duties.throttle.should_report(monotonic_ms(), received) {
+                duties.write(|r| r.progress(now_unix(), received, expected))?;
             }
             duties.tick()?;
             writer.touch(now_unix())?;
@@ -295,6 +305,14 @@ impl<'d> Duties<'d> {
         }
     }
 
+    /// `Ended` if someone ended the record (a cancel).
+    fn check_not_ended(&self) -> Result<(), Stop> {
+        match load_record(&self.download.storage, &self.download.record.id)? {
+            Some(record) if !record.is_terminal() => Ok(()),
+            _ => Err(Stop::Ended),
+        }
+    }
+
     /// Sends a heartbeat when due and checks for a cancel when due.
     fn tick(&mut self) -> Result<(), Stop> {
         let now_ms = monotonic_ms();
@@ -302,10 +320,7 @@ impl<'d> Duties<'d> {
             self.write(|r| r.record_heartbeat(now_unix()))?;
         }
         if self.throttle.cancel_check_due(now_ms) {
-            let ended = load_record(&self.download.storage, &self.download.record.id)?.is_none_or(|r| r.is_terminal());
-            if ended {
-                return Err(Stop::Ended);
-            }
+            self.check_not_ended()?;
         }
         Ok(())
     }

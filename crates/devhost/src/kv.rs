@@ -37,8 +37,13 @@ impl SqliteDb {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // WAL with NORMAL sync: durable across process crashes, one fsync per checkpoint rather
         // than per write (values are up to 1 MiB chunks). Spin opens WAL databases unchanged.
+        // Values are up to 1 MiB (file chunks): large pages keep them off long overflow-page
+        // chains. Only takes effect when the file is created; existing files keep theirs.
+        conn.pragma_update(None, "page_size", 65536)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoint every 64 MiB of WAL instead of every 4 MiB (fewer copy-backs and fsyncs).
+        conn.pragma_update(None, "wal_autocheckpoint", 1024)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS spin_key_value (
                 store TEXT NOT NULL,

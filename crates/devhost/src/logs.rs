@@ -76,14 +76,39 @@ impl IsTerminal for Sink {
 
 impl StdoutStream for Sink {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
+        Box::new(LineWriter { sink: self.clone(), partial: Vec::new() })
     }
 }
 
-impl tokio::io::AsyncWrite for Sink {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+/// One instance's output stream: whole lines go out together (a guest's `println!` may arrive
+/// in several writes), so lines of concurrent instances never interleave mid-line.
+struct LineWriter {
+    sink: Sink,
+    partial: Vec<u8>,
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.partial.is_empty() {
+            self.partial.push(b'\n');
+            self.sink.write_all(&self.partial);
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         // Log writes are small and local; doing them inline keeps ordering simple.
-        self.write_all(buf);
+        self.partial.extend_from_slice(buf);
+        if let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') {
+            let rest = self.partial.split_off(end + 1);
+            let lines = std::mem::replace(&mut self.partial, rest);
+            self.sink.write_all(&lines);
+        } else if self.partial.len() > 64 * 1024 {
+            // A very long line without a newline: don't hold it forever.
+            let lines = std::mem::take(&mut self.partial);
+            self.sink.write_all(&lines);
+        }
         Poll::Ready(Ok(buf.len()))
     }
 

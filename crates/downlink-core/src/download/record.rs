@@ -463,15 +463,16 @@ pub fn active_list_body<'a>(records: impl IntoIterator<Item = &'a DownloadRecord
 #[derive(Serialize)]
 struct HistoryBody<'a> {
     history: Vec<HistoryView<'a>>,
-    next_cursor: Option<u64>,
+    /// A string, so clients treat it as opaque (its encoding may change).
+    next_cursor: Option<String>,
 }
 
-/// `{"history":[…],"next_cursor":N|null}`: pass `next_cursor` back as `cursor` for the
+/// `{"history":[…],"next_cursor":"N"|null}`: pass `next_cursor` back as `cursor` for the
 /// next (older) page; null means there is none.
 pub fn history_body<'a>(records: impl IntoIterator<Item = &'a DownloadRecord>, next_cursor: Option<u64>) -> Vec<u8> {
     to_json_bytes(&HistoryBody {
         history: records.into_iter().map(DownloadRecord::history_view).collect(),
-        next_cursor,
+        next_cursor: next_cursor.map(|cursor| cursor.to_string()),
     })
 }
 
@@ -660,7 +661,7 @@ mod tests {
         let body = text(history_body([&missing], Some(7)));
         assert!(body.starts_with(r#"{"history":[{"id":"#), "{body}");
         assert!(
-            body.ends_with(r#""status":"failed","total_bytes":null,"start_time":1700000000,"end_time":1700000005,"error":"REMOTE_FILE_NOT_FOUND","message":"the server answered 404"}],"next_cursor":7}"#),
+            body.ends_with(r#""status":"failed","total_bytes":null,"start_time":1700000000,"end_time":1700000005,"error":"REMOTE_FILE_NOT_FOUND","message":"the server answered 404"}],"next_cursor":"7"}"#),
             "{body}"
         );
         assert_eq!(text(history_body([], None)), r#"{"history":[],"next_cursor":null}"#);
