@@ -1,12 +1,316 @@
-//! Step two of a multi-file download: streams one file or a ZIP of the plan; bandwidth usage.
-//! Not built yet: every request gets `501 NOT_IMPLEMENTED`.
+//! Step two of a multi-file download (`POST|GET|HEAD /api/download/multi?id=...`): loads the
+//! prepared plan, checks owner (`403`), expiry (`410`) and that every file is unchanged (`409`,
+//! before the first byte), then streams the single file as an attachment or a STORE ZIP laid
+//! out up front (exact `Content-Length`, `Range`/`If-Range` on the archive). Bytes sent count
+//! towards the caller's bandwidth counter, with an optional quota (`429`);
+//! `GET /api/download/usage` reports it. All rules live in `downlink-core`.
 
+use downlink_core::auth::{Principal, Scope};
+use downlink_core::blob::chunk_key;
+use downlink_core::http::{plan_response, ConditionalHeaders, Representation, ResponsePlan};
+use downlink_core::prepare::{
+    bandwidth_key, check_quota, plan_key, validate_plan_id, BandwidthUsage, PlanEntry, PlanHead, PreparedPlan,
+};
+use downlink_core::query::Query;
+use downlink_core::storage::{read_meta, Storage};
+use downlink_core::zip::{Segment, ZipLayout};
 use downlink_core::{ApiError, ErrorCode};
-use downlink_spin::http::send_error;
-use spin_sdk::http::{IncomingRequest, ResponseOutparam};
+use downlink_spin::http::{send_bytes, send_error, start_response, BodyWriter, RequestHead};
+use downlink_spin::kv::KvStorage;
+use downlink_spin::{auth, now_unix};
+use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
 
+/// Spin variable: bytes each principal may download in total; `0` or empty = no quota.
+const QUOTA_VARIABLE: &str = "bandwidth_quota_bytes";
+
+/// Bytes sent are added to the principal's counter whenever this many have accumulated, and
+/// once more at the end: a few atomic increments per download rather than one per chunk.
+const COUNT_EVERY_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Content type of a single file whose record has none.
+const FALLBACK_CONTENT_TYPE: &str = "application/octet-stream";
+
 #[http_component]
-async fn handle(_req: IncomingRequest, out: ResponseOutparam) {
-    send_error(out, &ApiError::new(ErrorCode::NotImplemented, "this endpoint is not implemented yet"));
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let head = RequestHead::of(&req);
+    // The request body (the reference sends none) is never read.
+    drop(req);
+    if let Err(e) = serve(&head, out) {
+        // Only reached once the response has started: the body is left unfinished, so the
+        // client sees a truncated response, never a silently short file or archive.
+        eprintln!("multi: {} {} failed mid-response: {}", head.method_name(), head.path(), e.message);
+    }
+}
+
+/// Answers one request. Errors returned here happened after the response started.
+fn serve(head: &RequestHead, out: ResponseOutparam) -> Result<(), ApiError> {
+    let ready = auth::authenticate(head.header("authorization")).and_then(|principal| {
+        let storage = KvStorage::open_default()?;
+        Ok((principal, storage))
+    });
+    let (principal, storage) = match ready {
+        Ok(ready) => ready,
+        Err(e) => {
+            send_error(out, &e);
+            return Ok(());
+        }
+    };
+    let decided = match head.path().trim_end_matches('/') {
+        "/api/download/usage" => usage(&storage, &principal, head).map(Reply::Json),
+        _ => download(&storage, &principal, head).map(Reply::Download),
+    };
+    match decided {
+        Ok(Reply::Json(body)) => {
+            send_bytes(out, 200, &[("content-type", downlink_core::error::JSON_CONTENT_TYPE.to_string())], &body);
+            Ok(())
+        }
+        Ok(Reply::Download(download)) => download.send(&storage, out),
+        Err(e) => {
+            send_error(out, &e);
+            Ok(())
+        }
+    }
+}
+
+enum Reply {
+    Json(Vec<u8>),
+    Download(Box<Download>),
+}
+
+/// `prepare_ttl_secs`'s sibling: the per-principal quota, `None` when unlimited.
+fn quota() -> Result<Option<u64>, ApiError> {
+    let raw = spin_sdk::variables::get(QUOTA_VARIABLE).unwrap_or_default();
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    match raw.parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(_) => Err(ApiError::internal(format!(
+            "the `{QUOTA_VARIABLE}` variable is {raw:?}; it must be a number of bytes (0 = no quota)"
+        ))),
+    }
+}
+
+/// The principal's bytes-sent counter. Read with an atomic increment by zero, which returns the
+/// current value whatever the backend's counter representation.
+fn bytes_sent<S: Storage>(storage: &S, principal: &str) -> Result<u64, ApiError> {
+    let value = storage.increment(&bandwidth_key(principal), 0)?;
+    Ok(u64::try_from(value).unwrap_or(0))
+}
+
+/// `GET /api/download/usage`.
+fn usage<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) -> Result<Vec<u8>, ApiError> {
+    if !matches!(head.method, Method::Get | Method::Head) {
+        return Err(ApiError::method_not_allowed("GET, HEAD"));
+    }
+    principal.require(Scope::FileRead)?;
+    let quota = quota()?;
+    let used = bytes_sent(storage, &principal.name)?;
+    Ok(BandwidthUsage::new(&principal.name, used, quota).to_json_bytes())
+}
+
+/// A download decided and checked, ready to send.
+struct Download {
+    plan: PreparedPlan,
+    /// The archive layout (`None` for a single file).
+    layout: Option<ZipLayout>,
+    response: ResponsePlan,
+    head_only: bool,
+    counter_key: String,
+}
+
+fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) -> Result<Box<Download>, ApiError> {
+    if !matches!(head.method, Method::Get | Method::Head | Method::Post) {
+        return Err(ApiError::method_not_allowed("GET, HEAD, POST"));
+    }
+    principal.require(Scope::FileRead)?;
+    let query = Query::parse(head.query())?;
+    let raw_id = query.get("id").ok_or_else(|| {
+        ApiError::invalid_request("missing the `id` query parameter: /api/download/multi?id=<id from prepare>")
+    })?;
+    let id = validate_plan_id(raw_id)?;
+    let plan = load_plan(storage, &id, &principal.name)?;
+
+    // Every file must still be exactly what was prepared: the sizes and CRCs are in the
+    // headers, so a changed file would make a corrupt archive. Checked before any byte is sent.
+    for entry in &plan.entries {
+        entry.check_current(read_meta(storage, &entry.path)?.as_ref())?;
+    }
+
+    let (layout, size) = if plan.is_archive() {
+        let layout = plan.zip_layout()?;
+        let size = layout.total_len();
+        (Some(layout), size)
+    } else {
+        (None, plan.entries[0].size)
+    };
+    let etag = plan.etag();
+    let content_type = match plan.content_type() {
+        "" => FALLBACK_CONTENT_TYPE,
+        other => other,
+    };
+    let representation = Representation { size, etag: &etag, last_modified: plan.last_modified(), content_type };
+    let conditional = ConditionalHeaders {
+        range: head.header("range"),
+        if_range: head.header("if-range"),
+        if_none_match: head.header("if-none-match"),
+    };
+    let mut response = plan_response(&representation, conditional)?;
+    response.headers.push(("content-disposition", plan.content_disposition()));
+    response.headers.push(("cache-control", "private".to_string()));
+    let head_only = head.method == Method::Head;
+
+    let about_to_send = match (response.has_body && !head_only, response.range) {
+        (false, _) => 0,
+        (true, Some(range)) => range.len(),
+        (true, None) => size,
+    };
+    if about_to_send > 0 {
+        if let Some(quota) = quota()? {
+            check_quota(bytes_sent(storage, &principal.name)?, about_to_send, Some(quota))?;
+        }
+    }
+    Ok(Box::new(Download { plan, layout, response, head_only, counter_key: bandwidth_key(&principal.name) }))
+}
+
+/// The plan `id`, for `principal`: unknown → `404`, another principal's → `403`, expired →
+/// `410` (and its records are deleted).
+fn load_plan<S: Storage>(storage: &S, id: &str, principal: &str) -> Result<PreparedPlan, ApiError> {
+    let not_found = || ApiError::not_found("no such prepared download");
+    let head_bytes = storage.get(&plan_key(id))?.ok_or_else(not_found)?;
+    let head = PlanHead::from_json_bytes(&head_bytes)
+        .map_err(|_| ApiError::storage("prepared download record is damaged: unreadable head"))?;
+    if let Err(e) = head.authorize(principal, now_unix()) {
+        if e.code == ErrorCode::Gone {
+            // Head first, so nobody finds a head whose parts are already gone.
+            let mut keys = head.all_keys();
+            keys.rotate_right(1);
+            for key in keys {
+                let _ = storage.delete(&key);
+            }
+        }
+        return Err(e);
+    }
+    let mut parts = Vec::with_capacity(head.parts as usize);
+    for key in head.part_keys() {
+        // A part vanishing under a live head means the plan was just deleted (expiry seen by a
+        // concurrent request): the same answer as for an unknown id.
+        parts.push(storage.get(&key)?.ok_or_else(not_found)?);
+    }
+    PreparedPlan::from_stored(&head, &parts)
+}
+
+impl Download {
+    fn send<S: Storage>(self, storage: &S, out: ResponseOutparam) -> Result<(), ApiError> {
+        let body = start_response(out, self.response.status, &self.response.headers);
+        if self.head_only || !self.response.has_body {
+            let _ = body.finish();
+            return Ok(());
+        }
+        let mut sink = CountingSink { body, storage, key: &self.counter_key, uncounted: 0 };
+        let sent = match &self.layout {
+            Some(layout) => send_archive(storage, &self.plan, layout, &self.response, &mut sink),
+            None => {
+                let entry = &self.plan.entries[0];
+                let (offset, len) = match self.response.range {
+                    Some(range) => (range.start, range.len()),
+                    None => (0, entry.size),
+                };
+                send_entry(storage, entry, offset, len, &mut sink)
+            }
+        };
+        // Count what went out, also when the transfer broke off.
+        sink.count_now();
+        sent?;
+        sink.body.finish().map_err(|_| ApiError::internal("client went away at the end"))
+    }
+}
+
+fn send_archive<S: Storage>(
+    storage: &S,
+    plan: &PreparedPlan,
+    layout: &ZipLayout,
+    response: &ResponsePlan,
+    sink: &mut CountingSink<'_, S>,
+) -> Result<(), ApiError> {
+    for segment in layout.segments(response.range) {
+        match segment {
+            Segment::Bytes(bytes) => sink.write(&bytes)?,
+            Segment::Data { entry, offset, len } => {
+                let entry = plan.entries.get(entry).ok_or_else(|| ApiError::internal("layout and plan disagree"))?;
+                send_entry(storage, entry, offset, len, sink)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies `len` bytes of `entry`'s content from `offset`, one stored chunk at a time. A whole
+/// entry is also checked against its CRC-32; on any mismatch the error stops the response
+/// before it is finished.
+fn send_entry<S: Storage>(
+    storage: &S,
+    entry: &PlanEntry,
+    offset: u64,
+    len: u64,
+    sink: &mut CountingSink<'_, S>,
+) -> Result<(), ApiError> {
+    let Some(chunks) = entry.chunk_plan(offset, len) else {
+        return if len == 0 { Ok(()) } else { Err(ApiError::internal("range outside the file")) };
+    };
+    let mut crc = (offset == 0 && len == entry.size).then(crc32fast::Hasher::new);
+    for slice in chunks {
+        let bytes = storage.get(&chunk_key(&entry.blob_id, slice.index))?.ok_or_else(|| {
+            ApiError::storage(format!("chunk {} of `/{}` vanished during the download", slice.index, entry.path))
+        })?;
+        if bytes.len() != slice.expected_len {
+            return Err(ApiError::storage(format!("chunk {} of `/{}` has the wrong length", slice.index, entry.path)));
+        }
+        let part = &bytes[slice.start..slice.end];
+        if let Some(crc) = &mut crc {
+            crc.update(part);
+        }
+        sink.write(part)?;
+    }
+    if let Some(crc) = crc {
+        if crc.finalize() != entry.crc32 {
+            return Err(ApiError::storage(format!("`/{}` failed its CRC-32 check", entry.path)));
+        }
+    }
+    Ok(())
+}
+
+/// The response body, counting bytes into the principal's bandwidth counter in batches.
+struct CountingSink<'a, S: Storage> {
+    body: BodyWriter,
+    storage: &'a S,
+    key: &'a str,
+    uncounted: u64,
+}
+
+impl<S: Storage> CountingSink<'_, S> {
+    fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
+        self.body.write_all(data).map_err(|_| ApiError::internal("client went away"))?;
+        self.uncounted += data.len() as u64;
+        if self.uncounted >= COUNT_EVERY_BYTES {
+            self.count_now();
+        }
+        Ok(())
+    }
+
+    /// Adds the bytes sent since the last call to the counter. A failed increment is logged,
+    /// not fatal: the download itself is fine.
+    fn count_now(&mut self) {
+        if self.uncounted == 0 {
+            return;
+        }
+        let delta = i64::try_from(self.uncounted).unwrap_or(i64::MAX);
+        match self.storage.increment(self.key, delta) {
+            Ok(_) => self.uncounted = 0,
+            Err(e) => eprintln!("multi: could not count {} bytes sent: {e}", self.uncounted),
+        }
+    }
 }

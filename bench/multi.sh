@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# Throughput benchmark of the multi-file ZIP download through the real spin.toml on the dev host.
+#
+#   bench/multi.sh                         # 20 x 50 MiB files
+#   FILES=5 SIZE_MB=8 bench/multi.sh       # a quick run
+#   INSTALL_DUFS=1 bench/multi.sh          # `cargo install dufs --locked` first if it is missing
+#   SKIP_BUILD=1 bench/multi.sh            # reuse the existing release builds
+#   REPEAT=5 bench/multi.sh                # timed runs per measurement (median reported; default 3)
+#
+# Builds the release wasm components and dev host, starts `devhost up` on 127.0.0.1 with a fresh
+# state dir and a freshly minted token, uploads FILES random files of SIZE_MB MiB each (plus one
+# file holding all of them back to back, for the single-file comparison) with `curl -T`,
+# prepares the directory through `/api/download/prepare`, and times:
+#   - our ZIP: `POST /api/download/multi?id=...` to /dev/null;
+#   - dufs serving the same files from disk as `?zip`, with `--compress none` (store) and with its
+#     default (`low`, deflate);
+#   - our single-file GET of the concatenated file (same byte count) to /dev/null.
+# Every rate is the median of REPEAT runs. Prints MB/s (10^6 bytes per second), the ratios
+# ours/dufs-store and ours/own-single-GET, and the dev host's peak RSS (VmHWM), then checks our
+# archive with `unzip -t` and compares every entry's SHA-256 with the original file.
+# Everything runs on 127.0.0.1; every process started here is killed on exit.
+set -euo pipefail
+
+FILES=${FILES:-20}
+SIZE_MB=${SIZE_MB:-50}
+REPEAT=${REPEAT:-3}
+SKIP_BUILD=${SKIP_BUILD:-0}
+INSTALL_DUFS=${INSTALL_DUFS:-0}
+KEEP_TMP=${KEEP_TMP:-0}
+CURL_MAX_TIME=${CURL_MAX_TIME:-1800}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+DEVHOST=${DEVHOST_BIN:-$TARGET_DIR/release/devhost}
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/downlink-bench-multi.XXXXXX")
+DEVHOST_PID=""
+DUFS_PID=""
+SAMPLER_PID=""
+
+stop_pid() {
+    local pid=$1
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+}
+
+cleanup() {
+    local status=$?
+    stop_pid "$SAMPLER_PID"
+    stop_pid "$DUFS_PID"
+    stop_pid "$DEVHOST_PID"
+    if [[ "$KEEP_TMP" == 1 ]]; then
+        echo "kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "==> $*" >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+
+# bytes, seconds -> MB/s (10^6 bytes/s)
+mbps() { python3 -c 'import sys; b, s = float(sys.argv[1]), float(sys.argv[2]); print(f"{b / s / 1e6:.1f}" if s > 0 else "inf")' "$1" "$2"; }
+ratio() { python3 -c 'import sys; a, b = sys.argv[1], sys.argv[2]
+try: print(f"{float(a) / float(b):.2f}")
+except (ValueError, ZeroDivisionError): print("-")' "$1" "$2"; }
+median() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+
+vmhwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+
+# time_get NAME URL [curl args...]: REPEAT downloads to /dev/null; writes "median_MBps bytes" to
+# $WORK/timed (not via $(...), so `die` stops the script). Every run must answer 200 with the
+# same byte count, except when SIZE_MAY_VARY=1 (dufs's deflate output varies a little).
+time_get() {
+    local name=$1 url=$2
+    shift 2
+    local rates=() bytes="" code t b
+    for _ in $(seq 1 "$REPEAT"); do
+        read -r code t b < <(curl -sS --max-time "$CURL_MAX_TIME" -o /dev/null \
+            -w '%{http_code} %{time_total} %{size_download}\n' "$@" "$url")
+        [[ "$code" == 200 ]] || die "$name answered $code"
+        if [[ "${SIZE_MAY_VARY:-0}" != 1 && -n "$bytes" && "$bytes" != "$b" ]]; then
+            die "$name sent $b bytes, an earlier run $bytes"
+        fi
+        bytes=$b
+        rates+=("$(mbps "$b" "$t")")
+        log "$name: $b bytes in ${t}s = $(mbps "$b" "$t") MB/s"
+    done
+    printf '%.1f %s\n' "$(median "${rates[@]}")" "$bytes" >"$WORK/timed"
+}
+
+# --- build -------------------------------------------------------------------------------------
+if [[ "$SKIP_BUILD" != 1 ]]; then
+    log "building release wasm components and the dev host"
+    (cd "$ROOT" && cargo xtask build-wasm && cargo build --release -p devhost)
+fi
+[[ -x "$DEVHOST" ]] || die "dev host binary not found at $DEVHOST"
+for tool in curl python3 unzip; do command -v "$tool" >/dev/null || die "$tool is required"; done
+
+# --- token -------------------------------------------------------------------------------------
+TOKEN="dl_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+TOKEN_HASH=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
+API_TOKENS="[{\"name\":\"bench\",\"sha256\":\"$TOKEN_HASH\",\"scopes\":[\"file.read\",\"file.write\"]}]"
+AUTH="Authorization: Bearer $TOKEN"
+
+# --- test files --------------------------------------------------------------------------------
+mkdir -p "$WORK/serve/set" "$WORK/state" "$WORK/single"
+log "creating $FILES random files of $SIZE_MB MiB"
+for i in $(seq -f '%02g' 1 "$FILES"); do
+    head -c "$((SIZE_MB * 1024 * 1024))" /dev/urandom >"$WORK/serve/set/file-$i.bin"
+done
+cat "$WORK"/serve/set/file-*.bin >"$WORK/single/all.bin"
+TOTAL=$(stat -c %s "$WORK/single/all.bin")
+
+# --- dev host ----------------------------------------------------------------------------------
+log "starting the dev host"
+"$DEVHOST" up --from "$ROOT/spin.toml" --listen 127.0.0.1:0 --state-dir "$WORK/state" \
+    --variable "api_tokens=$API_TOKENS" >"$WORK/devhost.out" 2>"$WORK/devhost.err" &
+DEVHOST_PID=$!
+BASE=""
+for _ in $(seq 1 1800); do
+    BASE=$(grep -o 'Serving http://127\.0\.0\.1:[0-9]*' "$WORK/devhost.out" 2>/dev/null | head -n1 | sed 's/^Serving //' || true)
+    [[ -n "$BASE" ]] && break
+    kill -0 "$DEVHOST_PID" 2>/dev/null || { cat "$WORK/devhost.out" "$WORK/devhost.err" >&2; die "the dev host exited"; }
+    sleep 0.1
+done
+[[ -n "$BASE" ]] || { cat "$WORK/devhost.err" >&2; die "the dev host did not print its Serving line"; }
+log "dev host at $BASE (pid $DEVHOST_PID, VmHWM $(vmhwm_kb "$DEVHOST_PID") kB)"
+
+( peak=0; while kill -0 "$DEVHOST_PID" 2>/dev/null; do
+      v=$(vmhwm_kb "$DEVHOST_PID"); [[ "${v:-0}" -gt "$peak" ]] && { peak=$v; echo "$peak" >"$WORK/rss.peak"; }
+      sleep 0.2
+  done ) &
+SAMPLER_PID=$!
+
+# --- upload ------------------------------------------------------------------------------------
+put() {
+    local file=$1 url=$2 code
+    code=$(curl -sS --max-time "$CURL_MAX_TIME" -H "$AUTH" -H 'Expect:' -T "$file" -o "$WORK/put.json" -w '%{http_code}' "$url")
+    [[ "$code" == 201 || "$code" == 200 ]] || { cat "$WORK/put.json" >&2; die "PUT $url answered $code"; }
+}
+log "uploading $FILES files + the $TOTAL-byte single file"
+UP_START=$(date +%s.%N)
+for f in "$WORK"/serve/set/file-*.bin; do
+    put "$f" "$BASE/bench/set/$(basename "$f")"
+done
+UP_END=$(date +%s.%N)
+put "$WORK/single/all.bin" "$BASE/bench/single/all.bin"
+UP_MBPS=$(mbps "$TOTAL" "$(python3 -c "print($UP_END - $UP_START)")")
+RSS_UP=$(vmhwm_kb "$DEVHOST_PID")
+
+# --- our ZIP -----------------------------------------------------------------------------------
+PREPARE=$(curl -sS --max-time 60 -H "$AUTH" -H 'content-type: application/json' \
+    -d '{"Filelist": ["/bench/set"]}' "$BASE/api/download/prepare")
+ID=$(printf '%s' "$PREPARE" | python3 -c 'import json, sys; print(json.load(sys.stdin)["rslt"])') \
+    || die "prepare answered $PREPARE"
+MULTI_URL="$BASE/api/download/multi?id=$ID"
+log "prepared $ID"
+
+# Ours alternate (ZIP, GET, ZIP, GET, ...) so background load hits both alike.
+ZIP_RATES=()
+GET_RATES=()
+for _ in $(seq 1 "$REPEAT"); do
+    REPEAT=1 time_get "our ZIP" "$MULTI_URL" -X POST -H "$AUTH"
+    read -r RATE ZIP_BYTES <"$WORK/timed"
+    ZIP_RATES+=("$RATE")
+    REPEAT=1 time_get "our single-file GET" "$BASE/bench/single/all.bin" -H "$AUTH"
+    read -r RATE GET_BYTES <"$WORK/timed"
+    GET_RATES+=("$RATE")
+done
+ZIP_MBPS=$(printf '%.1f' "$(median "${ZIP_RATES[@]}")")
+GET_MBPS=$(printf '%.1f' "$(median "${GET_RATES[@]}")")
+[[ "$GET_BYTES" == "$TOTAL" ]] || die "single-file GET sent $GET_BYTES of $TOTAL bytes"
+
+# --- verify our archive ------------------------------------------------------------------------
+log "downloading the archive once more to disk and checking it"
+curl -sS --fail --max-time "$CURL_MAX_TIME" -X POST -H "$AUTH" -o "$WORK/ours.zip" "$MULTI_URL"
+[[ $(stat -c %s "$WORK/ours.zip") == "$ZIP_BYTES" ]] || die "archive size differs between downloads"
+UNZIP_OUT=$(unzip -tq "$WORK/ours.zip" 2>&1) || { echo "$UNZIP_OUT" >&2; die "unzip -t failed"; }
+CONTENT_OK=$(python3 - "$WORK/ours.zip" "$WORK/serve/set" <<'PY'
+import hashlib, os, sys, zipfile
+archive, src = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(archive) as z:
+    names = sorted(z.namelist())
+    want = sorted(os.listdir(src))
+    if names != want:
+        print(f"NO (names {names[:3]}... != {want[:3]}...)"); sys.exit()
+    for name in names:
+        got = hashlib.sha256(z.read(name)).hexdigest()
+        with open(os.path.join(src, name), "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() != got:
+                print(f"NO ({name} differs)"); sys.exit()
+print("yes")
+PY
+)
+RSS_PEAK=$(cat "$WORK/rss.peak" 2>/dev/null || echo 0)
+RSS_NOW=$(vmhwm_kb "$DEVHOST_PID")
+[[ "$RSS_NOW" -gt "$RSS_PEAK" ]] && RSS_PEAK=$RSS_NOW
+stop_pid "$SAMPLER_PID"
+SAMPLER_PID=""
+
+# --- dufs --------------------------------------------------------------------------------------
+DUFS_STORE_MBPS="-"
+DUFS_DEFAULT_MBPS="-"
+DUFS_STORE_BYTES="-"
+DUFS_DEFAULT_BYTES="-"
+DUFS_VERSION="-"
+if ! command -v dufs >/dev/null && [[ "$INSTALL_DUFS" == 1 ]]; then
+    log "installing dufs (cargo install dufs --locked)"
+    cargo install dufs --locked >&2
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+run_dufs() {
+    local port
+    port=$(free_port)
+    dufs "$WORK/serve" --bind 127.0.0.1 --port "$port" --allow-archive "$@" >"$WORK/dufs.log" 2>&1 &
+    DUFS_PID=$!
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+        sleep 0.1
+    done
+    DUFS_URL="http://127.0.0.1:$port/set/?zip"
+}
+if command -v dufs >/dev/null; then
+    DUFS_VERSION=$(dufs --version | awk '{print $2}')
+    run_dufs --compress none
+    URL=$DUFS_URL
+    time_get "dufs ?zip --compress none" "$URL"
+    read -r DUFS_STORE_MBPS DUFS_STORE_BYTES <"$WORK/timed"
+    # Sanity: dufs's store archive is about as big as ours.
+    curl -sS --fail --max-time "$CURL_MAX_TIME" -o "$WORK/dufs.zip" "$URL"
+    unzip -tq "$WORK/dufs.zip" >/dev/null 2>&1 || log "note: unzip -t complains about dufs's archive"
+    rm -f "$WORK/dufs.zip"
+    stop_pid "$DUFS_PID"
+    run_dufs
+    URL=$DUFS_URL
+    SIZE_MAY_VARY=1 time_get "dufs ?zip (default compression)" "$URL"
+    read -r DUFS_DEFAULT_MBPS DUFS_DEFAULT_BYTES <"$WORK/timed"
+    stop_pid "$DUFS_PID"
+    DUFS_PID=""
+else
+    log "dufs not on PATH (INSTALL_DUFS=1 installs it); skipping the comparison"
+fi
+
+# --- report ------------------------------------------------------------------------------------
+# MB/s of content: dufs's compressed archive is smaller, so its rate is per input byte.
+DUFS_DEFAULT_INPUT_MBPS="-"
+if [[ "$DUFS_DEFAULT_BYTES" != "-" ]]; then
+    DUFS_DEFAULT_INPUT_MBPS=$(python3 -c 'import sys; print(f"{float(sys.argv[1]) * float(sys.argv[2]) / float(sys.argv[3]):.1f}")' \
+        "$DUFS_DEFAULT_MBPS" "$TOTAL" "$DUFS_DEFAULT_BYTES")
+fi
+R_DUFS=$(ratio "$ZIP_MBPS" "$DUFS_STORE_MBPS")
+R_DUFS_DEFAULT=$(ratio "$ZIP_MBPS" "$DUFS_DEFAULT_INPUT_MBPS")
+R_GET=$(ratio "$ZIP_MBPS" "$GET_MBPS")
+RSS_MIB=$(python3 -c 'import sys; print(f"{int(sys.argv[1]) / 1024:.1f}")' "$RSS_PEAK")
+target() { python3 -c 'import sys; v, op, t = sys.argv[1], sys.argv[2], float(sys.argv[3])
+try: v = float(v)
+except ValueError: print("n/a"); sys.exit()
+print("met" if (v >= t if op == ">=" else v < t) else "MISSED")' "$1" "$2" "$3"; }
+
+printf '\n'
+printf '| %-46s | %-34s |\n' "metric" "value"
+printf '|%s|%s|\n' "------------------------------------------------" "------------------------------------"
+printf '| %-46s | %-34s |\n' "files" "$FILES x $SIZE_MB MiB = $TOTAL bytes"
+printf '| %-46s | %-34s |\n' "upload (curl -T, $FILES files) MB/s" "$UP_MBPS"
+printf '| %-46s | %-34s |\n' "our ZIP (multi, store) MB/s" "$ZIP_MBPS ($ZIP_BYTES bytes)"
+printf '| %-46s | %-34s |\n' "our single-file GET MB/s" "$GET_MBPS"
+printf '| %-46s | %-34s |\n' "dufs $DUFS_VERSION ?zip --compress none MB/s" "$DUFS_STORE_MBPS ($DUFS_STORE_BYTES bytes)"
+printf '| %-46s | %-34s |\n' "dufs ?zip default (low) MB/s sent" "$DUFS_DEFAULT_MBPS ($DUFS_DEFAULT_BYTES bytes)"
+printf '| %-46s | %-34s |\n' "dufs ?zip default, per content byte MB/s" "$DUFS_DEFAULT_INPUT_MBPS"
+printf '| %-46s | %-34s |\n' "ratio ours/dufs store (target >= 1.5)" "$R_DUFS ($(target "$R_DUFS" '>=' 1.5))"
+printf '| %-46s | %-34s |\n' "ratio ours/dufs default, per content byte" "$R_DUFS_DEFAULT"
+printf '| %-46s | %-34s |\n' "ratio ours ZIP/own GET (target >= 0.8)" "$R_GET ($(target "$R_GET" '>=' 0.8))"
+printf '| %-46s | %-34s |\n' "dev host VmHWM after upload" "$(python3 -c "print(f'{$RSS_UP / 1024:.1f}')") MiB"
+printf '| %-46s | %-34s |\n' "dev host VmHWM peak (target < 100 MiB)" "$RSS_MIB MiB ($(target "$RSS_MIB" '<' 100))"
+printf '| %-46s | %-34s |\n' "unzip -t of our archive" "ok"
+printf '| %-46s | %-34s |\n' "entry contents match (SHA-256)" "$CONTENT_OK"
+[[ "$CONTENT_OK" == yes ]] || exit 1
