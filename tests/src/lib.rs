@@ -1492,3 +1492,30 @@ pub fn http_request_streaming(
     }
     Ok((Resp { status, headers, body: Vec::new(), elapsed: start.elapsed() }, total))
 }
+
+/// Lower-case hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The deterministic token of principal `name` in test suite `suite`: `dl_` + 64 hex digits.
+pub fn token_for(suite: &str, name: &str) -> String {
+    format!("dl_{}", sha256_hex(format!("downlink-e2e/{suite}/{name}").as_bytes()))
+}
+
+/// The `api_tokens` variable for `(name, scopes)` entries of `suite`: hashes only, never the
+/// tokens themselves.
+pub fn tokens_config(suite: &str, entries: &[(&str, &[&str])]) -> String {
+    let list: Vec<Json> = entries
+        .iter()
+        .map(|(name, scopes)| {
+            serde_json::json!({
+                "name": name,
+                "sha256": downlink_core::auth::hash_token(&token_for(suite, name)),
+                "scopes": scopes,
+            })
+        })
+        .collect();
+    Json::Array(list).to_string()
+}

@@ -16,7 +16,6 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use downlink_core::auth::hash_token;
 use downlink_e2e::*;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -45,9 +44,6 @@ const FILER: &str = "filer";
 
 const STATUSES_TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
 
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn generated_sha256(seed: u64, len: u64) -> String {
     let mut hasher = Sha256::new();
@@ -56,7 +52,7 @@ fn generated_sha256(seed: u64, len: u64) -> String {
 }
 
 fn token_for(name: &str) -> String {
-    format!("dl_{}", sha256_hex(format!("downlink-e2e/downloads/{name}").as_bytes()))
+    downlink_e2e::token_for("downloads", name)
 }
 
 fn tokens_config() -> String {
@@ -67,11 +63,7 @@ fn tokens_config() -> String {
         (WATCHER, &["download.read", "file.read"]),
         (FILER, &["file.read", "file.write"]),
     ];
-    let list: Vec<Json> = entries
-        .iter()
-        .map(|(name, scopes)| json!({"name": name, "sha256": hash_token(&token_for(name)), "scopes": scopes}))
-        .collect();
-    Json::Array(list).to_string()
+    downlink_e2e::tokens_config("downloads", &entries)
 }
 
 // ---------------------------------------------------------------------------------------------

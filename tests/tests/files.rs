@@ -15,10 +15,8 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use downlink_core::auth::hash_token;
 use downlink_e2e::*;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 const MIB: usize = 1024 * 1024;
 /// Per-exchange timeout of the test client (large bodies need more than the harness default).
@@ -39,17 +37,13 @@ const ROOT: &str = "root";
 /// `download.create` + `download.read` (no file scopes).
 const FETCHER: &str = "fetcher";
 
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn crc32_hex(data: &[u8]) -> String {
     format!("{:08x}", crc32fast::hash(data))
 }
 
-/// The (deterministic) token of principal `name`: `dl_` + 64 hex digits.
 fn token_for(name: &str) -> String {
-    format!("dl_{}", sha256_hex(format!("downlink-e2e/files/{name}").as_bytes()))
+    downlink_e2e::token_for("files", name)
 }
 
 /// The `api_tokens` variable: hashes only, never the tokens themselves.
@@ -61,11 +55,7 @@ fn tokens_config() -> String {
         (ROOT, &["admin"]),
         (FETCHER, &["download.create", "download.read"]),
     ];
-    let list: Vec<Json> = entries
-        .iter()
-        .map(|(name, scopes)| json!({"name": name, "sha256": hash_token(&token_for(name)), "scopes": scopes}))
-        .collect();
-    Json::Array(list).to_string()
+    downlink_e2e::tokens_config("files", &entries)
 }
 
 // ---------------------------------------------------------------------------------------------

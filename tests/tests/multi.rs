@@ -18,13 +18,11 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use downlink_core::auth::hash_token;
 use downlink_core::blob::{dir_index_key, meta_key};
 use downlink_core::meta::{DirIndex, EntryKind, FileMeta};
 use downlink_core::StoragePath;
 use downlink_e2e::*;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -47,13 +45,9 @@ const WRITER: &str = "writer";
 /// `admin`.
 const ROOT: &str = "root";
 
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
-}
 
-/// The (deterministic) token of principal `name`.
 fn token_for(name: &str) -> String {
-    format!("dl_{}", sha256_hex(format!("downlink-e2e/multi/{name}").as_bytes()))
+    downlink_e2e::token_for("multi", name)
 }
 
 /// The `api_tokens` variable: hashes only.
@@ -65,11 +59,7 @@ fn tokens_config() -> String {
         (WRITER, &["file.write"]),
         (ROOT, &["admin"]),
     ];
-    let list: Vec<Json> = entries
-        .iter()
-        .map(|(name, scopes)| json!({"name": name, "sha256": hash_token(&token_for(name)), "scopes": scopes}))
-        .collect();
-    Json::Array(list).to_string()
+    downlink_e2e::tokens_config("multi", &entries)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 //! Operator endpoints (scope `admin`):
 //! `POST /api/v1/admin/gc[?grace=SECONDS]` removes what interrupted writes left behind
 //! (orphan chunks, abandoned pending markers) and re-links files a crash left out of their
-//! directory listing. Writes younger than the grace period are left alone.
+//! directory listing, and deletes expired multi-download plans. Writes younger than the grace
+//! period are left alone.
 
 use downlink_core::auth::Scope;
+use downlink_core::prepare::sweep_expired_plans;
 use downlink_core::query::Query;
 use downlink_core::storage::{collect_garbage, DEFAULT_GC_GRACE_SECS};
 use downlink_core::ApiError;
@@ -38,7 +40,9 @@ fn serve(head: &RequestHead) -> Result<serde_json::Value, ApiError> {
         Some(v) => v.parse().map_err(|_| ApiError::invalid_request("`grace` must be a number of seconds"))?,
     };
     let storage = KvStorage::open_default()?;
-    let report = collect_garbage(&storage, now_unix(), grace)?;
+    let now = now_unix();
+    let report = collect_garbage(&storage, now, grace)?;
+    let expired_plans_deleted = sweep_expired_plans(&storage, now)?;
     Ok(json!({
         "success": true,
         "orphan_chunks_deleted": report.orphan_chunks_deleted,
@@ -46,5 +50,6 @@ fn serve(head: &RequestHead) -> Result<serde_json::Value, ApiError> {
         "claims_lost": report.claims_lost,
         "files_relinked": report.files_relinked,
         "failures": report.failures,
+        "expired_plans_deleted": expired_plans_deleted,
     }))
 }

@@ -32,6 +32,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::content_disposition_attachment;
 use crate::meta::FileMeta;
 use crate::path::{longest_common_dir, percent_decode_once, PathError, StoragePath};
+use crate::storage::Storage;
 use crate::zip::{ZipEntry, ZipLayout, ZIP_CONTENT_TYPE};
 
 /// Largest prepare body accepted (`413 PAYLOAD_TOO_LARGE` above). 10,000 paths of typical
@@ -870,6 +871,28 @@ pub fn plan_part_key(id: &str, index: u32) -> String {
     format!("{PLAN_KEY_PREFIX}{id}:{index}")
 }
 
+/// Deletes every expired plan (head first, so a concurrent download sees it gone, then its
+/// parts) and returns how many. The key-value store has no TTL, so this is what reclaims
+/// plans nobody asked for again; it lists every key, so only maintenance calls it. Parts
+/// without a head are left alone: they may belong to a prepare still being written.
+pub fn sweep_expired_plans<S: Storage + ?Sized>(storage: &S, now: u64) -> Result<u64, ApiError> {
+    let mut swept = 0;
+    for key in storage.list_keys()? {
+        let Some(id) = key.strip_prefix(PLAN_KEY_PREFIX).filter(|id| !id.contains(':')) else { continue };
+        let Some(bytes) = storage.get(&key)? else { continue };
+        let Ok(head) = PlanHead::from_json_bytes(&bytes) else { continue };
+        if head.id != id || !head.is_expired(now) {
+            continue;
+        }
+        storage.delete(&key)?;
+        for part in head.part_keys() {
+            storage.delete(&part)?;
+        }
+        swept += 1;
+    }
+    Ok(swept)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bandwidth
 // ---------------------------------------------------------------------------------------------
@@ -1414,6 +1437,22 @@ mod tests {
         assert_eq!(stored[0].0, format!("prep:{ID}:0"));
         let head = PlanHead::from_json_bytes(&stored[1].1).unwrap();
         assert_eq!(PreparedPlan::from_stored(&head, &[stored[0].1.clone()]).unwrap(), small);
+    }
+
+    #[test]
+    fn expired_plans_are_swept_and_live_ones_kept() {
+        use crate::storage::MemoryStorage;
+        let storage = MemoryStorage::new();
+        let expiring = self::plan(&["x", "y"]); // created 1000, expires 1300
+        for (key, value) in expiring.to_stored() {
+            storage.set(&key, &value).unwrap();
+        }
+        storage.set("prep:orphan:0", b"[]").unwrap(); // a prepare still writing its parts
+        storage.set("file:x", b"{}").unwrap();
+        assert_eq!(sweep_expired_plans(&storage, 1299).unwrap(), 0);
+        assert_eq!(sweep_expired_plans(&storage, 1300).unwrap(), 1);
+        let left: Vec<String> = storage.keys().into_iter().collect();
+        assert_eq!(left, ["file:x", "prep:orphan:0"]);
     }
 
     // ---- ids, keys, quotas ----

@@ -1,0 +1,70 @@
+//! End-to-end tests of the operator endpoints (`/api/v1/admin/...`) on the real app.
+
+use std::time::Duration;
+
+use downlink_e2e::*;
+
+const SUITE: &str = "admin";
+
+fn start() -> DevHost {
+    let tokens = tokens_config(SUITE, &[("root", &["admin"]), ("alice", &["file.read", "file.write"])]);
+    DevHost::builder(app_manifest())
+        .variable("api_tokens", &tokens)
+        .variable("prepare_ttl_secs", "1")
+        .start()
+        .unwrap_or_else(|f| panic!("{f}"))
+}
+
+fn bearer(name: &str) -> String {
+    format!("Bearer {}", token_for(SUITE, name))
+}
+
+fn sqlite_keys(host: &DevHost) -> Vec<String> {
+    let db = host.state_dir().expect("state dir").join("sqlite_key_value.db");
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT key FROM spin_key_value ORDER BY key").unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn gc_removes_orphan_chunks_and_expired_plans_and_keeps_files() {
+    let host = start();
+    let alice = bearer("alice");
+    let root = bearer("root");
+    let put = host.request("PUT", "/docs/a.txt", &[("Authorization", &alice)], b"kept content");
+    assert_eq!(put.status, 201, "{}", put.text());
+    let prepared = host.request(
+        "POST",
+        "/api/download/prepare",
+        &[("Authorization", &alice), ("Content-Type", "application/json")],
+        br#"{"Filelist": ["/docs/a.txt"]}"#,
+    );
+    assert_eq!(prepared.status, 200, "{}", prepared.text());
+    let id = prepared.json()["rslt"].as_str().unwrap().to_string();
+
+    // What a crash mid-upload leaves behind: a chunk of a blob nothing refers to.
+    let db = host.state_dir().unwrap().join("sqlite_key_value.db");
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute("INSERT INTO spin_key_value (store, key, value) VALUES ('default', 'chunk:orphan-blob:0', x'00')", [])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100)); // the plan expires
+
+    let forbidden = host.request("POST", "/api/v1/admin/gc?grace=0", &[("Authorization", &alice)], b"");
+    assert_eq!(forbidden.status, 403, "{}", forbidden.text());
+    let wrong_method = host.request("GET", "/api/v1/admin/gc", &[("Authorization", &root)], b"");
+    assert_eq!(wrong_method.status, 405, "{}", wrong_method.text());
+
+    let gc = host.request("POST", "/api/v1/admin/gc?grace=0", &[("Authorization", &root)], b"");
+    assert_eq!(gc.status, 200, "{}", gc.text());
+    let report = gc.json();
+    assert_eq!(report["orphan_chunks_deleted"], 1, "{report}");
+    assert_eq!(report["expired_plans_deleted"], 1, "{report}");
+    let keys = sqlite_keys(&host);
+    assert!(!keys.iter().any(|k| k.starts_with("chunk:orphan-blob") || k.starts_with("prep:")), "{keys:?}");
+
+    let file = host.request("GET", "/docs/a.txt", &[("Authorization", &alice)], b"");
+    assert_eq!((file.status, file.body.as_slice()), (200, &b"kept content"[..]));
+    let gone = host.request("POST", &format!("/api/download/multi?id={id}"), &[("Authorization", &alice)], b"");
+    assert_eq!(gone.status, 404, "{}", gone.text());
+}
