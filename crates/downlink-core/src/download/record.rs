@@ -124,6 +124,10 @@ pub struct DownloadRecord {
     /// Expected SHA-256, lower-case hex, if verification was asked for.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// The history sequence number the ending write recorded (see
+    /// [`registry::finish`](super::registry::finish)). Never shown to clients.
+    #[serde(default)]
+    pub history_seq: Option<u64>,
     /// The storage blob the transfer writes into, so the blob of a dead worker can be
     /// reclaimed at once. Never shown to clients.
     #[serde(default)]
@@ -163,6 +167,7 @@ impl DownloadRecord {
             heartbeat: now,
             timeout_secs: request.timeout_secs,
             sha256: request.sha256.map(|digest| digest.to_hex()),
+            history_seq: None,
             blob_id: None,
             settled: false,
         }
@@ -194,6 +199,7 @@ impl DownloadRecord {
             heartbeat: now,
             timeout_secs: 0,
             sha256: None,
+            history_seq: None,
             blob_id: None,
             settled: false,
         }

@@ -176,26 +176,61 @@ where
     })
 }
 
-/// Ends a download with `change` (complete, fail, cancel, interrupted) and, if this call ended
-/// it, settles it ([`settle`]). `AlreadyEnded` means another party ended it first.
-pub fn finish<S, F>(storage: &S, id: &str, change: F) -> Result<RecordUpdate, ApiError>
+/// Ends a download with `change` (complete, fail, cancel, interrupted). `AlreadyEnded` means
+/// another party ended it first.
+///
+/// The history entry is written *before* the record can be seen ended, and the ending write
+/// records that entry's sequence number in the record, atomically with the status. So a client
+/// that sees a download ended always finds it in history, and an entry whose record never
+/// pointed back at it (this call did not end the download) is skipped by readers. The slot
+/// and target are released afterwards; a crash in between is repaired by [`sweep_stale`].
+pub fn finish<S, F>(storage: &S, id: &str, mut change: F) -> Result<RecordUpdate, ApiError>
 where
     S: Storage + ?Sized,
     F: FnMut(&mut DownloadRecord) -> Result<(), TransitionError>,
 {
-    let update = update_record(storage, id, change)?;
-    if let RecordUpdate::Applied(record) = &update {
-        if record.is_terminal() {
-            settle(storage, id)?;
+    if load_record(storage, id)?.is_none() {
+        return Err(ApiError::not_found(format!("no download {id:?}")));
+    }
+    let seq = u64::try_from(storage.increment(HISTORY_SEQ_KEY, 1)?).unwrap_or(0);
+    storage.set(&history_entry_key(seq), id.as_bytes())?;
+    let update = update_record(storage, id, |record| {
+        let was_terminal = record.is_terminal();
+        change(record)?;
+        if record.is_terminal() && !was_terminal {
+            record.history_seq = Some(seq);
+            record.settled = true;
         }
+        Ok(())
+    })?;
+    match &update {
+        RecordUpdate::Applied(record) if record.history_seq == Some(seq) => release(storage, record)?,
+        // Nobody will ever point at this entry: drop it (readers would skip it anyway).
+        _ => storage.delete(&history_entry_key(seq))?,
     }
     Ok(update)
 }
 
-/// Does the bookkeeping after a download ended — release its slot and target, append it to
-/// history — if nobody has claimed it yet. The claim is a compare-and-swap of the record's
-/// `settled` flag, so it happens exactly once however many parties try. Returns whether this
-/// call did it. A record that has not ended is left alone.
+/// Releases an ended download's concurrency slot and target reservation (idempotent).
+fn release<S: Storage + ?Sized>(storage: &S, record: &DownloadRecord) -> Result<(), ApiError> {
+    release_slot(storage, &record.id)?;
+    if let Ok(path) = StoragePath::parse_file(&record.file_path) {
+        release_target(storage, &path, &record.id)?;
+    }
+    Ok(())
+}
+
+/// Whether history entry `seq` stands for `record`: it has ended, and either this is the entry
+/// its ending write recorded, or it ended through [`settle`] (which records none).
+fn entry_belongs_to(record: &DownloadRecord, seq: u64) -> bool {
+    record.is_terminal() && record.history_seq.is_none_or(|own| own == seq)
+}
+
+/// Does the bookkeeping for a record that ended without [`finish`] (one refused at
+/// validation): release its slot and target, append it to history — if nobody has claimed it
+/// yet. The claim is a compare-and-swap of the record's `settled` flag, so it happens exactly
+/// once however many parties try. Returns whether this call did it. A record that has not
+/// ended is left alone.
 pub fn settle<S: Storage + ?Sized>(storage: &S, id: &str) -> Result<bool, ApiError> {
     let claimed = cas_update(storage, &record_key(id), |current| {
         let Some(bytes) = current else { return Ok(CasStep::Done(None)) };
@@ -207,10 +242,7 @@ pub fn settle<S: Storage + ?Sized>(storage: &S, id: &str) -> Result<bool, ApiErr
         Ok(CasStep::Write(record.to_json_bytes(), Some(record)))
     })?;
     let Some(record) = claimed else { return Ok(false) };
-    release_slot(storage, id)?;
-    if let Ok(path) = StoragePath::parse_file(&record.file_path) {
-        release_target(storage, &path, id)?;
-    }
+    release(storage, &record)?;
     append_history(storage, id)?;
     Ok(true)
 }
@@ -333,9 +365,10 @@ pub fn sweep_stale<S: Storage + ?Sized>(
                 release_slot(storage, &id)?;
             }
             Some(record) if record.is_terminal() => {
-                // Its ender crashed before settling (or is settling right now; the claim
-                // makes that harmless).
+                // Its ender crashed before releasing (or is releasing right now; releasing
+                // twice is harmless).
                 settle(storage, &id)?;
+                release(storage, &record)?;
             }
             Some(record) if record.is_stale(now, heartbeat_interval_secs) => {
                 let update = finish(storage, &id, |record| {
@@ -558,7 +591,7 @@ pub fn history_page<S: Storage + ?Sized>(
         if let Some(id) = storage.get(&history_entry_key(next))? {
             let id = String::from_utf8_lossy(&id);
             if let Some(record) = load_record(storage, &id)? {
-                if filter.matches(&record) {
+                if entry_belongs_to(&record, next) && filter.matches(&record) {
                     records.push(record);
                 }
             }
@@ -597,7 +630,7 @@ pub fn trim_history<S: Storage + ?Sized>(storage: &S, keep: u64) -> Result<u64, 
             let id = String::from_utf8_lossy(&id).into_owned();
             // Only ended records are history; a running one (impossible unless the store was
             // edited by hand) is left for its worker.
-            if load_record(storage, &id)?.is_some_and(|record| record.is_terminal()) {
+            if load_record(storage, &id)?.is_some_and(|record| entry_belongs_to(&record, seq)) {
                 storage.delete(&record_key(&id))?;
             }
         }
@@ -911,6 +944,27 @@ mod tests {
         assert_eq!(page.records.len(), 1);
         assert_eq!(page.records[0].error, Some(ErrorCode::InvalidUrl));
         assert!(page.records[0].settled);
+    }
+
+    #[test]
+    fn an_ended_download_is_already_in_history() {
+        let storage = MemoryStorage::new();
+        start(&storage, "d1", "a.bin", 1, 4).unwrap();
+        // At the moment the ending write lands, the history entry exists, but readers do not
+        // list the download while it is still running.
+        storage.before_next_cas(&record_key("d1"), |store: &MemoryStorage| {
+            assert!(history_ids(store).is_empty());
+            assert!(store.keys().iter().any(|k| k.starts_with(HISTORY_ENTRY_PREFIX) && k != HISTORY_SEQ_KEY));
+        });
+        finish(&storage, "d1", |r| r.cancel(2)).unwrap();
+        assert_eq!(history_ids(&storage), ["d1"]);
+        assert!(active_ids(&storage).unwrap().is_empty());
+        // Ending it again changes nothing and leaves no stray entry.
+        let again = finish(&storage, "d1", |r| r.fail(3, ErrorCode::NetworkError, "late")).unwrap();
+        assert!(matches!(again, RecordUpdate::AlreadyEnded(_)));
+        assert_eq!(history_ids(&storage), ["d1"]);
+        let entries = storage.keys().into_iter().filter(|k| k.starts_with("dl:hist:0")).count();
+        assert_eq!(entries, 1);
     }
 
     #[test]
