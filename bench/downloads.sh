@@ -17,48 +17,11 @@
 set -euo pipefail
 
 SIZE_MB=${SIZE_MB:-1024}
-SKIP_BUILD=${SKIP_BUILD:-0}
-KEEP_TMP=${KEEP_TMP:-0}
-CURL_MAX_TIME=${CURL_MAX_TIME:-1800}
 # Upper bound for the dev host's download, seconds (also passed as its `timeout`).
 DOWNLOAD_MAX_TIME=${DOWNLOAD_MAX_TIME:-1800}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-DEVHOST=${DEVHOST_BIN:-$TARGET_DIR/release/devhost}
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/downlink-bench-dl.XXXXXX")
-DEVHOST_PID=""
-ORIGIN_PID=""
-SAMPLER_PID=""
-
-cleanup() {
-    local status=$?
-    for pid in "$SAMPLER_PID" "$ORIGIN_PID" "$DEVHOST_PID"; do
-        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-            kill "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-    if [[ "$KEEP_TMP" == 1 ]]; then
-        echo "kept $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "==> $*" >&2; }
-die() { echo "error: $*" >&2; exit 1; }
-
-# bytes, seconds -> MB/s (10^6 bytes/s)
-mbps() { python3 -c 'import sys; b, s = float(sys.argv[1]), float(sys.argv[2]); print(f"{b / s / 1e6:.1f}" if s > 0 else "inf")' "$1" "$2"; }
-
-vmhwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+bench_init downlink-bench-dl
 
 now() { date +%s.%N; }
 
@@ -75,27 +38,14 @@ except Exception:
 print("" if v is None else v)' "$1"; }
 
 # --- build -------------------------------------------------------------------------------------
-if [[ "$SKIP_BUILD" != 1 ]]; then
-    log "building release wasm components and the dev host"
-    (cd "$ROOT" && cargo xtask build-wasm && cargo build --release -p devhost)
-fi
-[[ -x "$DEVHOST" ]] || die "dev host binary not found at $DEVHOST"
-command -v curl >/dev/null || die "curl is required"
-command -v python3 >/dev/null || die "python3 is required"
+build_release
+require_tools curl python3
 
 # --- token -------------------------------------------------------------------------------------
-TOKEN="dl_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-TOKEN_HASH=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
-API_TOKENS="[{\"name\":\"bench\",\"sha256\":\"$TOKEN_HASH\",\"scopes\":[\"download.create\",\"download.read\",\"file.read\"]}]"
-AUTH="Authorization: Bearer $TOKEN"
+mint_token download.create download.read file.read
 
 # --- test file ---------------------------------------------------------------------------------
-mkdir -p "$WORK/serve" "$WORK/state"
-FILE="$WORK/serve/data.bin"
-log "creating a ${SIZE_MB} MiB random file"
-head -c "$((SIZE_MB * 1024 * 1024))" /dev/urandom >"$FILE"
-SIZE=$(stat -c %s "$FILE")
-SHA_ORIG=$(sha256sum "$FILE" | cut -d' ' -f1)
+make_test_file
 
 # --- origin (second process) -------------------------------------------------------------------
 # A tiny threaded HTTP/1.1 server: GET/HEAD of files under serve/ with Content-Length, body sent
@@ -171,27 +121,8 @@ CURL_MBPS=$(mbps "$SIZE" "$CURL_TIME")
 log "curl: ${CURL_TIME}s = $CURL_MBPS MB/s"
 
 # --- dev host ----------------------------------------------------------------------------------
-log "starting the dev host"
-"$DEVHOST" up --from "$ROOT/spin.toml" --listen 127.0.0.1:0 --state-dir "$WORK/state" \
-    --variable "api_tokens=$API_TOKENS" --variable allow_download=true \
-    --variable download_allow_private=true >"$WORK/devhost.out" 2>"$WORK/devhost.err" &
-DEVHOST_PID=$!
-BASE=""
-for _ in $(seq 1 1800); do
-    BASE=$(grep -o 'Serving http://127\.0\.0\.1:[0-9]*' "$WORK/devhost.out" 2>/dev/null | head -n1 | sed 's/^Serving //' || true)
-    [[ -n "$BASE" ]] && break
-    kill -0 "$DEVHOST_PID" 2>/dev/null || { cat "$WORK/devhost.out" "$WORK/devhost.err" >&2; die "the dev host exited"; }
-    sleep 0.1
-done
-[[ -n "$BASE" ]] || { cat "$WORK/devhost.err" >&2; die "the dev host did not print its Serving line"; }
-RSS_START=$(vmhwm_kb "$DEVHOST_PID")
-log "dev host at $BASE (pid $DEVHOST_PID, VmHWM ${RSS_START} kB)"
-
-( peak=0; while kill -0 "$DEVHOST_PID" 2>/dev/null; do
-      v=$(vmhwm_kb "$DEVHOST_PID"); [[ "${v:-0}" -gt "$peak" ]] && { peak=$v; echo "$peak" >"$WORK/rss.peak"; }
-      sleep 0.2
-  done ) &
-SAMPLER_PID=$!
+start_devhost --variable allow_download=true --variable download_allow_private=true
+start_rss_sampler
 
 # --- remote download ---------------------------------------------------------------------------
 START_URL="$BASE/bench?download=$(urlencode "$ORIGIN_URL")&timeout=$DOWNLOAD_MAX_TIME"
@@ -223,7 +154,7 @@ TOTAL=$(json_field total_bytes <"$WORK/record.json")
 DL_TIME=$(elapsed "$T0" "$T1")
 DL_MBPS=$(mbps "$SIZE" "$DL_TIME")
 RSS_DL=$(vmhwm_kb "$DEVHOST_PID")
-RATIO=$(python3 -c 'import sys; print(f"{float(sys.argv[1]) / float(sys.argv[2]):.2f}")' "$DL_MBPS" "$CURL_MBPS")
+RATIO=$(ratio "$DL_MBPS" "$CURL_MBPS")
 log "remote download: ${DL_TIME}s = $DL_MBPS MB/s (ours/curl = $RATIO)"
 
 # --- verify ------------------------------------------------------------------------------------
@@ -231,26 +162,18 @@ log "GET the stored file through sha256sum"
 ENC_PATH=$(python3 -c 'import sys, urllib.parse; print("/".join(urllib.parse.quote(s, safe="") for s in sys.argv[1].split("/")))' "$STORED_PATH")
 SHA_DOWN=$(curl -sS --fail --max-time "$CURL_MAX_TIME" -H "$AUTH" "$BASE/$ENC_PATH" | sha256sum | cut -d' ' -f1)
 if [[ "$SHA_DOWN" == "$SHA_ORIG" ]]; then SHA_OK=yes; else SHA_OK="NO ($SHA_DOWN != $SHA_ORIG)"; fi
-RSS_END=$(vmhwm_kb "$DEVHOST_PID")
-RSS_PEAK=$(cat "$WORK/rss.peak" 2>/dev/null || echo "$RSS_END")
-[[ "$RSS_END" -gt "$RSS_PEAK" ]] && RSS_PEAK=$RSS_END
-kill "$SAMPLER_PID" 2>/dev/null || true
-wait "$SAMPLER_PID" 2>/dev/null || true
-SAMPLER_PID=""
+stop_rss_sampler "$(vmhwm_kb "$DEVHOST_PID")"
 STATE_BYTES=$(du -sb "$WORK/state" | cut -f1)
 
 # --- report ------------------------------------------------------------------------------------
-kb_to_mib() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / 1024:.1f} MiB")' "$1"; }
-printf '\n'
-printf '| %-36s | %-30s |\n' "metric" "value"
-printf '|%s|%s|\n' "--------------------------------------" "--------------------------------"
-printf '| %-36s | %-30s |\n' "file size" "$SIZE bytes (${SIZE_MB} MiB)"
-printf '| %-36s | %-30s |\n' "curl -o file from the origin MB/s" "$CURL_MBPS (${CURL_TIME}s)"
-printf '| %-36s | %-30s |\n' "remote download (start->completed)" "$DL_MBPS MB/s (${DL_TIME}s)"
-printf '| %-36s | %-30s |\n' "ratio ours/curl" "$RATIO"
-printf '| %-36s | %-30s |\n' "stored file sha256 matches" "$SHA_OK"
-printf '| %-36s | %-30s |\n' "dev host VmHWM after start" "$(kb_to_mib "$RSS_START")"
-printf '| %-36s | %-30s |\n' "dev host VmHWM after download" "$(kb_to_mib "$RSS_DL")"
-printf '| %-36s | %-30s |\n' "dev host VmHWM peak" "$(kb_to_mib "$RSS_PEAK")"
-printf '| %-36s | %-30s |\n' "state dir on disk" "$(python3 -c 'import sys; print(f"{int(sys.argv[1]) / 2**20:.1f} MiB")' "$STATE_BYTES")"
+report_start 36 30
+report_row "file size" "$SIZE bytes (${SIZE_MB} MiB)"
+report_row "curl -o file from the origin MB/s" "$CURL_MBPS (${CURL_TIME}s)"
+report_row "remote download (start->completed)" "$DL_MBPS MB/s (${DL_TIME}s)"
+report_row "ratio ours/curl" "$RATIO"
+report_row "stored file sha256 matches" "$SHA_OK"
+report_row "dev host VmHWM after start" "$(kb_to_mib "$RSS_START")"
+report_row "dev host VmHWM after download" "$(kb_to_mib "$RSS_DL")"
+report_row "dev host VmHWM peak" "$(kb_to_mib "$RSS_PEAK")"
+report_row "state dir on disk" "$(bytes_to_mib "$STATE_BYTES")"
 [[ "$SHA_OK" == yes ]] || exit 1

@@ -24,56 +24,12 @@ set -euo pipefail
 FILES=${FILES:-20}
 SIZE_MB=${SIZE_MB:-50}
 REPEAT=${REPEAT:-3}
-SKIP_BUILD=${SKIP_BUILD:-0}
 INSTALL_DUFS=${INSTALL_DUFS:-0}
-KEEP_TMP=${KEEP_TMP:-0}
-CURL_MAX_TIME=${CURL_MAX_TIME:-1800}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-DEVHOST=${DEVHOST_BIN:-$TARGET_DIR/release/devhost}
+bench_init downlink-bench-multi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/downlink-bench-multi.XXXXXX")
-DEVHOST_PID=""
-DUFS_PID=""
-SAMPLER_PID=""
-
-stop_pid() {
-    local pid=$1
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-}
-
-cleanup() {
-    local status=$?
-    stop_pid "$SAMPLER_PID"
-    stop_pid "$DUFS_PID"
-    stop_pid "$DEVHOST_PID"
-    if [[ "$KEEP_TMP" == 1 ]]; then
-        echo "kept $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "==> $*" >&2; }
-die() { echo "error: $*" >&2; exit 1; }
-
-# bytes, seconds -> MB/s (10^6 bytes/s)
-mbps() { python3 -c 'import sys; b, s = float(sys.argv[1]), float(sys.argv[2]); print(f"{b / s / 1e6:.1f}" if s > 0 else "inf")' "$1" "$2"; }
-ratio() { python3 -c 'import sys; a, b = sys.argv[1], sys.argv[2]
-try: print(f"{float(a) / float(b):.2f}")
-except (ValueError, ZeroDivisionError): print("-")' "$1" "$2"; }
 median() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
-
-vmhwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 
 # time_get NAME URL [curl args...]: REPEAT downloads to /dev/null; writes "median_MBps bytes" to
 # $WORK/timed (not via $(...), so `die` stops the script). Every run must answer 200 with the
@@ -97,18 +53,11 @@ time_get() {
 }
 
 # --- build -------------------------------------------------------------------------------------
-if [[ "$SKIP_BUILD" != 1 ]]; then
-    log "building release wasm components and the dev host"
-    (cd "$ROOT" && cargo xtask build-wasm && cargo build --release -p devhost)
-fi
-[[ -x "$DEVHOST" ]] || die "dev host binary not found at $DEVHOST"
-for tool in curl python3 unzip; do command -v "$tool" >/dev/null || die "$tool is required"; done
+build_release
+require_tools curl python3 unzip
 
 # --- token -------------------------------------------------------------------------------------
-TOKEN="dl_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-TOKEN_HASH=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
-API_TOKENS="[{\"name\":\"bench\",\"sha256\":\"$TOKEN_HASH\",\"scopes\":[\"file.read\",\"file.write\"]}]"
-AUTH="Authorization: Bearer $TOKEN"
+mint_token file.read file.write
 
 # --- test files --------------------------------------------------------------------------------
 mkdir -p "$WORK/serve/set" "$WORK/state" "$WORK/single"
@@ -120,25 +69,8 @@ cat "$WORK"/serve/set/file-*.bin >"$WORK/single/all.bin"
 TOTAL=$(stat -c %s "$WORK/single/all.bin")
 
 # --- dev host ----------------------------------------------------------------------------------
-log "starting the dev host"
-"$DEVHOST" up --from "$ROOT/spin.toml" --listen 127.0.0.1:0 --state-dir "$WORK/state" \
-    --variable "api_tokens=$API_TOKENS" >"$WORK/devhost.out" 2>"$WORK/devhost.err" &
-DEVHOST_PID=$!
-BASE=""
-for _ in $(seq 1 1800); do
-    BASE=$(grep -o 'Serving http://127\.0\.0\.1:[0-9]*' "$WORK/devhost.out" 2>/dev/null | head -n1 | sed 's/^Serving //' || true)
-    [[ -n "$BASE" ]] && break
-    kill -0 "$DEVHOST_PID" 2>/dev/null || { cat "$WORK/devhost.out" "$WORK/devhost.err" >&2; die "the dev host exited"; }
-    sleep 0.1
-done
-[[ -n "$BASE" ]] || { cat "$WORK/devhost.err" >&2; die "the dev host did not print its Serving line"; }
-log "dev host at $BASE (pid $DEVHOST_PID, VmHWM $(vmhwm_kb "$DEVHOST_PID") kB)"
-
-( peak=0; while kill -0 "$DEVHOST_PID" 2>/dev/null; do
-      v=$(vmhwm_kb "$DEVHOST_PID"); [[ "${v:-0}" -gt "$peak" ]] && { peak=$v; echo "$peak" >"$WORK/rss.peak"; }
-      sleep 0.2
-  done ) &
-SAMPLER_PID=$!
+start_devhost
+start_rss_sampler
 
 # --- upload ------------------------------------------------------------------------------------
 put() {
@@ -200,11 +132,7 @@ with zipfile.ZipFile(archive) as z:
 print("yes")
 PY
 )
-RSS_PEAK=$(cat "$WORK/rss.peak" 2>/dev/null || echo 0)
-RSS_NOW=$(vmhwm_kb "$DEVHOST_PID")
-[[ "$RSS_NOW" -gt "$RSS_PEAK" ]] && RSS_PEAK=$RSS_NOW
-stop_pid "$SAMPLER_PID"
-SAMPLER_PID=""
+stop_rss_sampler "$(vmhwm_kb "$DEVHOST_PID")"
 
 # --- dufs --------------------------------------------------------------------------------------
 DUFS_STORE_MBPS="-"
@@ -212,21 +140,10 @@ DUFS_DEFAULT_MBPS="-"
 DUFS_STORE_BYTES="-"
 DUFS_DEFAULT_BYTES="-"
 DUFS_VERSION="-"
-if ! command -v dufs >/dev/null && [[ "$INSTALL_DUFS" == 1 ]]; then
-    log "installing dufs (cargo install dufs --locked)"
-    cargo install dufs --locked >&2
-    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-fi
+maybe_install_dufs
 run_dufs() {
-    local port
-    port=$(free_port)
-    dufs "$WORK/serve" --bind 127.0.0.1 --port "$port" --allow-archive "$@" >"$WORK/dufs.log" 2>&1 &
-    DUFS_PID=$!
-    for _ in $(seq 1 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
-        sleep 0.1
-    done
-    DUFS_URL="http://127.0.0.1:$port/set/?zip"
+    start_dufs --allow-archive "$@"
+    DUFS_URL="http://127.0.0.1:$DUFS_PORT/set/?zip"
 }
 if command -v dufs >/dev/null; then
     DUFS_VERSION=$(dufs --version | awk '{print $2}')
@@ -265,21 +182,19 @@ try: v = float(v)
 except ValueError: print("n/a"); sys.exit()
 print("met" if (v >= t if op == ">=" else v < t) else "MISSED")' "$1" "$2" "$3"; }
 
-printf '\n'
-printf '| %-46s | %-34s |\n' "metric" "value"
-printf '|%s|%s|\n' "------------------------------------------------" "------------------------------------"
-printf '| %-46s | %-34s |\n' "files" "$FILES x $SIZE_MB MiB = $TOTAL bytes"
-printf '| %-46s | %-34s |\n' "upload (curl -T, $FILES files) MB/s" "$UP_MBPS"
-printf '| %-46s | %-34s |\n' "our ZIP (multi, store) MB/s" "$ZIP_MBPS ($ZIP_BYTES bytes)"
-printf '| %-46s | %-34s |\n' "our single-file GET MB/s" "$GET_MBPS"
-printf '| %-46s | %-34s |\n' "dufs $DUFS_VERSION ?zip --compress none MB/s" "$DUFS_STORE_MBPS ($DUFS_STORE_BYTES bytes)"
-printf '| %-46s | %-34s |\n' "dufs ?zip default (low) MB/s sent" "$DUFS_DEFAULT_MBPS ($DUFS_DEFAULT_BYTES bytes)"
-printf '| %-46s | %-34s |\n' "dufs ?zip default, per content byte MB/s" "$DUFS_DEFAULT_INPUT_MBPS"
-printf '| %-46s | %-34s |\n' "ratio ours/dufs store (target >= 1.5)" "$R_DUFS ($(target "$R_DUFS" '>=' 1.5))"
-printf '| %-46s | %-34s |\n' "ratio ours/dufs default, per content byte" "$R_DUFS_DEFAULT"
-printf '| %-46s | %-34s |\n' "ratio ours ZIP/own GET (target >= 0.8)" "$R_GET ($(target "$R_GET" '>=' 0.8))"
-printf '| %-46s | %-34s |\n' "dev host VmHWM after upload" "$(python3 -c "print(f'{$RSS_UP / 1024:.1f}')") MiB"
-printf '| %-46s | %-34s |\n' "dev host VmHWM peak (target < 100 MiB)" "$RSS_MIB MiB ($(target "$RSS_MIB" '<' 100))"
-printf '| %-46s | %-34s |\n' "unzip -t of our archive" "ok"
-printf '| %-46s | %-34s |\n' "entry contents match (SHA-256)" "$CONTENT_OK"
+report_start 46 34
+report_row "files" "$FILES x $SIZE_MB MiB = $TOTAL bytes"
+report_row "upload (curl -T, $FILES files) MB/s" "$UP_MBPS"
+report_row "our ZIP (multi, store) MB/s" "$ZIP_MBPS ($ZIP_BYTES bytes)"
+report_row "our single-file GET MB/s" "$GET_MBPS"
+report_row "dufs $DUFS_VERSION ?zip --compress none MB/s" "$DUFS_STORE_MBPS ($DUFS_STORE_BYTES bytes)"
+report_row "dufs ?zip default (low) MB/s sent" "$DUFS_DEFAULT_MBPS ($DUFS_DEFAULT_BYTES bytes)"
+report_row "dufs ?zip default, per content byte MB/s" "$DUFS_DEFAULT_INPUT_MBPS"
+report_row "ratio ours/dufs store (target >= 1.5)" "$R_DUFS ($(target "$R_DUFS" '>=' 1.5))"
+report_row "ratio ours/dufs default, per content byte" "$R_DUFS_DEFAULT"
+report_row "ratio ours ZIP/own GET (target >= 0.8)" "$R_GET ($(target "$R_GET" '>=' 0.8))"
+report_row "dev host VmHWM after upload" "$(kb_to_mib "$RSS_UP")"
+report_row "dev host VmHWM peak (target < 100 MiB)" "$RSS_MIB MiB ($(target "$RSS_MIB" '<' 100))"
+report_row "unzip -t of our archive" "ok"
+report_row "entry contents match (SHA-256)" "$CONTENT_OK"
 [[ "$CONTENT_OK" == yes ]] || exit 1

@@ -1519,3 +1519,171 @@ pub fn tokens_config(suite: &str, entries: &[(&str, &[&str])]) -> String {
         .collect();
     Json::Array(list).to_string()
 }
+
+/// The `Authorization` value of principal `name` in suite `suite`: `Bearer <token>`.
+pub fn bearer_for(suite: &str, name: &str) -> String {
+    format!("Bearer {}", token_for(suite, name))
+}
+
+/// A dev host for the real app (`spin.toml`) with `api_tokens` = [`tokens_config`]`(suite,
+/// entries)`.
+pub fn app_builder(suite: &str, entries: &[(&str, &[&str])]) -> DevHostBuilder {
+    DevHost::builder(app_manifest()).variable("api_tokens", &tokens_config(suite, entries))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real app under test, as seen by one suite's principals
+// ---------------------------------------------------------------------------------------------
+
+/// A running dev host of the real app plus a client with the suite's own timeout; principals
+/// are the suite's token names (see [`token_for`]). Suites wrap it with their own helpers.
+pub struct TestApp {
+    pub host: DevHost,
+    pub agent: ureq::Agent,
+    suite: &'static str,
+    /// Failure messages show only this many last lines of the dev host's stderr (None: all).
+    stderr_lines: Option<usize>,
+}
+
+impl TestApp {
+    /// The real app with suite `suite`'s token `entries` and then `variables` (`name`, `value`).
+    pub fn start(
+        suite: &'static str,
+        entries: &[(&str, &[&str])],
+        variables: &[(&str, &str)],
+        client_timeout: Duration,
+    ) -> TestApp {
+        let mut builder = app_builder(suite, entries);
+        for (name, value) in variables {
+            builder = builder.variable(name, value);
+        }
+        TestApp::from_builder(suite, builder, client_timeout)
+    }
+
+    /// Starts `builder` (panicking with the dev host's output when it does not come up).
+    pub fn from_builder(suite: &'static str, builder: DevHostBuilder, client_timeout: Duration) -> TestApp {
+        let host = builder.start().unwrap_or_else(|f| panic!("{f}"));
+        TestApp { host, agent: client_with_timeout(client_timeout), suite, stderr_lines: None }
+    }
+
+    /// Show only the last `lines` lines of the dev host's stderr in failure messages.
+    pub fn with_stderr_tail(mut self, lines: usize) -> TestApp {
+        self.stderr_lines = Some(lines);
+        self
+    }
+
+    /// The dev host's stderr as failure messages show it (see [`TestApp::with_stderr_tail`]).
+    pub fn stderr_tail(&self) -> String {
+        let all = self.host.stderr();
+        match self.stderr_lines {
+            None => all,
+            Some(n) => {
+                let lines: Vec<&str> = all.lines().collect();
+                lines[lines.len().saturating_sub(n)..].join("\n")
+            }
+        }
+    }
+
+    /// The token of principal `name`.
+    pub fn token(&self, name: &str) -> String {
+        token_for(self.suite, name)
+    }
+
+    /// One exchange as `principal` (None: no `Authorization` header); bodies up to 64 MiB.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        principal: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
+        let auth;
+        let mut all: Vec<(&str, &str)> = Vec::new();
+        if let Some(name) = principal {
+            auth = bearer_for(self.suite, name);
+            all.push(("Authorization", auth.as_str()));
+        }
+        all.extend_from_slice(headers);
+        http_request(&self.agent, method, &self.host.url(path), &all, body)
+            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}\n--- dev host stderr ---\n{}", self.stderr_tail()))
+    }
+
+    /// `PUT url` as `principal`, expecting 201 or 200.
+    pub fn upload_as(&self, principal: &str, url: &str, data: &[u8]) {
+        let resp = self.call("PUT", url, Some(principal), &[], data);
+        assert!(resp.status == 201 || resp.status == 200, "PUT {url}: {} {}", resp.status, resp.text());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response checks
+// ---------------------------------------------------------------------------------------------
+
+/// How much of a body failure messages show by default (see [`short_to`]).
+pub const SHORT_LIMIT: usize = 600;
+
+/// `text`, cut to at most `limit` bytes (at a char boundary) plus its full length when longer.
+pub fn short_to(text: &str, limit: usize) -> String {
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… ({} bytes)", &text[..end], text.len())
+    } else {
+        text.to_string()
+    }
+}
+
+/// [`short_to`] with [`SHORT_LIMIT`].
+pub fn short(text: &str) -> String {
+    short_to(text, SHORT_LIMIT)
+}
+
+/// Asserts `resp.status == status`; the message shows the headers and up to `limit` bytes of the
+/// body.
+pub fn expect_status_to(resp: &Resp, status: u16, what: &str, limit: usize) {
+    assert_eq!(
+        resp.status,
+        status,
+        "{what}: expected status {status}, got {} with headers {:?} and body {:?}",
+        resp.status,
+        resp.headers,
+        short_to(&resp.text(), limit)
+    );
+}
+
+/// [`expect_status_to`] with [`SHORT_LIMIT`].
+pub fn expect_status(resp: &Resp, status: u16, what: &str) {
+    expect_status_to(resp, status, what, SHORT_LIMIT)
+}
+
+/// Status plus the error envelope `{"success":false,"error":CODE,"message":"…"}` (JSON
+/// content type, non-empty message); returns the body.
+pub fn expect_error(resp: &Resp, status: u16, code: &str, what: &str) -> Json {
+    expect_status(resp, status, what);
+    let content_type = resp.header("content-type").unwrap_or("");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{what}: error response content-type is {content_type:?}, expected application/json; body {:?}",
+        short(&resp.text())
+    );
+    let body: Json = serde_json::from_slice(&resp.body)
+        .unwrap_or_else(|e| panic!("{what}: error body is not JSON ({e}): {:?}", short(&resp.text())));
+    assert_eq!(body["success"], serde_json::json!(false), "{what}: envelope {body}");
+    assert_eq!(body["error"], serde_json::json!(code), "{what}: envelope {body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: envelope has no message: {body}");
+    body
+}
+
+/// The `WWW-Authenticate: Bearer ...` challenge of a 401.
+pub fn expect_bearer_challenge(resp: &Resp, what: &str) {
+    let challenge = resp
+        .header("www-authenticate")
+        .unwrap_or_else(|| panic!("{what}: 401 without WWW-Authenticate; headers {:?}", resp.headers));
+    assert!(
+        challenge.to_ascii_lowercase().starts_with("bearer"),
+        "{what}: WWW-Authenticate is {challenge:?}, expected a Bearer challenge"
+    );
+}

@@ -7,16 +7,14 @@ use downlink_e2e::*;
 const SUITE: &str = "admin";
 
 fn start() -> DevHost {
-    let tokens = tokens_config(SUITE, &[("root", &["admin"]), ("alice", &["file.read", "file.write"])]);
-    DevHost::builder(app_manifest())
-        .variable("api_tokens", &tokens)
+    app_builder(SUITE, &[("root", &["admin"]), ("alice", &["file.read", "file.write"])])
         .variable("prepare_ttl_secs", "1")
         .start()
         .unwrap_or_else(|f| panic!("{f}"))
 }
 
 fn bearer(name: &str) -> String {
-    format!("Bearer {}", token_for(SUITE, name))
+    bearer_for(SUITE, name)
 }
 
 fn sqlite_keys(host: &DevHost) -> Vec<String> {

@@ -31,6 +31,8 @@ const SMALL: Duration = Duration::from_secs(30);
 // Tokens
 // ---------------------------------------------------------------------------------------------
 
+const SUITE: &str = "downloads";
+
 /// `download.create` + `download.read` + `file.read`: the user of most tests.
 const USER: &str = "user";
 /// `admin`.
@@ -42,8 +44,16 @@ const WATCHER: &str = "watcher";
 /// `file.read` + `file.write` (no download scope).
 const FILER: &str = "filer";
 
-const STATUSES_TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
+/// The `api_tokens` entries.
+const TOKENS: &[(&str, &[&str])] = &[
+    (USER, &["download.create", "download.read", "file.read"]),
+    (ROOT, &["admin"]),
+    (CREATOR, &["download.create"]),
+    (WATCHER, &["download.read", "file.read"]),
+    (FILER, &["file.read", "file.write"]),
+];
 
+const STATUSES_TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
 
 fn generated_sha256(seed: u64, len: u64) -> String {
     let mut hasher = Sha256::new();
@@ -52,18 +62,7 @@ fn generated_sha256(seed: u64, len: u64) -> String {
 }
 
 fn token_for(name: &str) -> String {
-    downlink_e2e::token_for("downloads", name)
-}
-
-fn tokens_config() -> String {
-    let entries: [(&str, &[&str]); 5] = [
-        (USER, &["download.create", "download.read", "file.read"]),
-        (ROOT, &["admin"]),
-        (CREATOR, &["download.create"]),
-        (WATCHER, &["download.read", "file.read"]),
-        (FILER, &["file.read", "file.write"]),
-    ];
-    downlink_e2e::tokens_config("downloads", &entries)
+    downlink_e2e::token_for(SUITE, name)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -73,9 +72,19 @@ fn tokens_config() -> String {
 /// Leave a variable out entirely (its manifest default applies).
 const UNSET: &str = "\u{0}unset";
 
-struct App {
-    host: DevHost,
-    agent: ureq::Agent,
+/// Failure messages show this many bytes of a body, and this many last lines of the dev host's
+/// stderr.
+const SHOWN_BYTES: usize = 800;
+const SHOWN_STDERR_LINES: usize = 60;
+
+/// [`TestApp`] as this suite's principals.
+struct App(TestApp);
+
+impl std::ops::Deref for App {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.0
+    }
 }
 
 impl App {
@@ -92,7 +101,7 @@ impl App {
 
     fn launch(overrides: &[(&str, &str)], state: Option<&Path>) -> App {
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
-        vars.insert("api_tokens".into(), tokens_config());
+        vars.insert("api_tokens".into(), tokens_config(SUITE, TOKENS));
         vars.insert("allow_download".into(), "true".into());
         vars.insert("download_allow_private".into(), "true".into());
         for (k, v) in overrides {
@@ -109,62 +118,30 @@ impl App {
         for (k, v) in &vars {
             builder = builder.variable(k, v);
         }
-        let host = builder.start().unwrap_or_else(|f| panic!("{f}"));
-        App { host, agent: client_with_timeout(CLIENT_TIMEOUT) }
+        App(TestApp::from_builder(SUITE, builder, CLIENT_TIMEOUT).with_stderr_tail(SHOWN_STDERR_LINES))
     }
 
     /// One exchange as `principal` (None: no `Authorization` header).
     fn call(&self, method: &str, path: &str, principal: Option<&str>) -> Resp {
-        let auth;
-        let mut headers: Vec<(&str, &str)> = Vec::new();
-        if let Some(name) = principal {
-            auth = format!("Bearer {}", token_for(name));
-            headers.push(("Authorization", auth.as_str()));
-        }
-        http_request(&self.agent, method, &self.host.url(path), &headers, b"")
-            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}\n--- dev host stderr ---\n{}", self.stderr_tail()))
+        self.0.call(method, path, principal, &[], b"")
     }
 
     fn get(&self, path: &str) -> Resp {
         self.call("GET", path, Some(USER))
     }
 
-    fn stderr_tail(&self) -> String {
-        let all = self.host.stderr();
-        let lines: Vec<&str> = all.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
     /// Upload as admin (the download user has no `file.write`).
     fn upload(&self, path: &str, data: &[u8]) {
-        let auth = format!("Bearer {}", token_for(ROOT));
-        let resp = http_request(&self.agent, "PUT", &self.host.url(path), &[("Authorization", &auth)], data)
-            .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
-        assert!(resp.status == 201 || resp.status == 200, "PUT {path}: {} {}", resp.status, resp.text());
+        self.upload_as(ROOT, path, data)
     }
 }
 
 fn short(text: &str) -> String {
-    if text.len() > 800 {
-        let mut end = 800;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}… ({} bytes)", &text[..end], text.len())
-    } else {
-        text.to_string()
-    }
+    short_to(text, SHOWN_BYTES)
 }
 
 fn expect_status(resp: &Resp, status: u16, what: &str) {
-    assert_eq!(
-        resp.status,
-        status,
-        "{what}: expected status {status}, got {} with headers {:?} and body {:?}",
-        resp.status,
-        resp.headers,
-        short(&resp.text())
-    );
+    expect_status_to(resp, status, what, SHOWN_BYTES)
 }
 
 fn json_of(resp: &Resp, what: &str) -> Json {
@@ -172,7 +149,8 @@ fn json_of(resp: &Resp, what: &str) -> Json {
         .unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {:?}", short(&resp.text())))
 }
 
-/// The error envelope `{"success":false,"error":CODE,"message":…}` with `status`.
+/// The error envelope `{"success":false,"error":CODE,…}` with `status` (unlike the shared
+/// [`downlink_e2e::expect_error`], the content type and message are not checked).
 fn expect_error(resp: &Resp, status: u16, code: &str, what: &str) -> Json {
     expect_status(resp, status, what);
     let body = json_of(resp, what);
@@ -183,8 +161,7 @@ fn expect_error(resp: &Resp, status: u16, code: &str, what: &str) -> Json {
 
 fn expect_unauthorized(resp: &Resp, what: &str) {
     expect_error(resp, 401, "UNAUTHORIZED", what);
-    let challenge = resp.header("www-authenticate").unwrap_or("");
-    assert!(challenge.to_ascii_lowercase().starts_with("bearer"), "{what}: WWW-Authenticate {challenge:?}");
+    expect_bearer_challenge(resp, what);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 // Tokens
 // ---------------------------------------------------------------------------------------------
 
+const SUITE: &str = "files";
+
 /// `file.read` + `file.write`.
 const ALICE: &str = "alice";
 /// `file.read` only.
@@ -37,40 +39,41 @@ const ROOT: &str = "root";
 /// `download.create` + `download.read` (no file scopes).
 const FETCHER: &str = "fetcher";
 
+/// The `api_tokens` entries (the variable holds hashes only, never the tokens themselves).
+const TOKENS: &[(&str, &[&str])] = &[
+    (ALICE, &["file.read", "file.write"]),
+    (READER, &["file.read"]),
+    (WRITER, &["file.write"]),
+    (ROOT, &["admin"]),
+    (FETCHER, &["download.create", "download.read"]),
+];
 
 fn crc32_hex(data: &[u8]) -> String {
     format!("{:08x}", crc32fast::hash(data))
 }
 
 fn token_for(name: &str) -> String {
-    downlink_e2e::token_for("files", name)
-}
-
-/// The `api_tokens` variable: hashes only, never the tokens themselves.
-fn tokens_config() -> String {
-    let entries: [(&str, &[&str]); 5] = [
-        (ALICE, &["file.read", "file.write"]),
-        (READER, &["file.read"]),
-        (WRITER, &["file.write"]),
-        (ROOT, &["admin"]),
-        (FETCHER, &["download.create", "download.read"]),
-    ];
-    downlink_e2e::tokens_config("files", &entries)
+    downlink_e2e::token_for(SUITE, name)
 }
 
 // ---------------------------------------------------------------------------------------------
 // The app under test
 // ---------------------------------------------------------------------------------------------
 
-struct App {
-    host: DevHost,
-    agent: ureq::Agent,
+/// [`TestApp`] as this suite's principals, with the file API helpers.
+struct App(TestApp);
+
+impl std::ops::Deref for App {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.0
+    }
 }
 
 impl App {
     /// The real app with the standard token set.
     fn start() -> App {
-        App::start_with_tokens(Some(&tokens_config()))
+        App(TestApp::start(SUITE, TOKENS, &[], CLIENT_TIMEOUT))
     }
 
     /// The real app; `None` starts it without the `api_tokens` variable.
@@ -79,21 +82,7 @@ impl App {
         if let Some(tokens) = tokens {
             builder = builder.variable("api_tokens", tokens);
         }
-        let host = builder.start().unwrap_or_else(|f| panic!("{f}"));
-        App { host, agent: client_with_timeout(CLIENT_TIMEOUT) }
-    }
-
-    /// One exchange, authenticated as `principal` (None: no `Authorization` header).
-    fn call(&self, method: &str, path: &str, principal: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-        let auth;
-        let mut all: Vec<(&str, &str)> = Vec::new();
-        if let Some(name) = principal {
-            auth = format!("Bearer {}", token_for(name));
-            all.push(("Authorization", auth.as_str()));
-        }
-        all.extend_from_slice(headers);
-        http_request(&self.agent, method, &self.host.url(path), &all, body)
-            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}\n--- dev host stderr ---\n{}", self.host.stderr()))
+        App(TestApp::from_builder(SUITE, builder, CLIENT_TIMEOUT))
     }
 
     fn get(&self, path: &str) -> Resp {
@@ -161,57 +150,6 @@ fn raw_http(method: &str, target: &str, principal: Option<&str>, headers: &[(&st
     let mut out = head.into_bytes();
     out.extend_from_slice(body);
     out
-}
-
-fn expect_status(resp: &Resp, status: u16, what: &str) {
-    assert_eq!(
-        resp.status,
-        status,
-        "{what}: expected status {status}, got {} with headers {:?} and body {:?}",
-        resp.status,
-        resp.headers,
-        short(&resp.text())
-    );
-}
-
-fn short(text: &str) -> String {
-    if text.len() > 600 {
-        let mut end = 600;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}… ({} bytes)", &text[..end], text.len())
-    } else {
-        text.to_string()
-    }
-}
-
-/// Status plus the error envelope `{"success":false,"error":CODE,"message":"…"}`.
-fn expect_error(resp: &Resp, status: u16, code: &str, what: &str) -> Json {
-    expect_status(resp, status, what);
-    let content_type = resp.header("content-type").unwrap_or("");
-    assert!(
-        content_type.starts_with("application/json"),
-        "{what}: error response content-type is {content_type:?}, expected application/json; body {:?}",
-        short(&resp.text())
-    );
-    let body: Json = serde_json::from_slice(&resp.body)
-        .unwrap_or_else(|e| panic!("{what}: error body is not JSON ({e}): {:?}", short(&resp.text())));
-    assert_eq!(body["success"], json!(false), "{what}: envelope {body}");
-    assert_eq!(body["error"], json!(code), "{what}: envelope {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: envelope has no message: {body}");
-    body
-}
-
-/// The `WWW-Authenticate: Bearer ...` challenge on a 401.
-fn expect_bearer_challenge(resp: &Resp, what: &str) {
-    let challenge = resp
-        .header("www-authenticate")
-        .unwrap_or_else(|| panic!("{what}: 401 without WWW-Authenticate; headers {:?}", resp.headers));
-    assert!(
-        challenge.to_ascii_lowercase().starts_with("bearer"),
-        "{what}: WWW-Authenticate is {challenge:?}, expected a Bearer challenge"
-    );
 }
 
 /// PUT `url` and check the success body; returns it.

@@ -34,6 +34,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
 // Tokens
 // ---------------------------------------------------------------------------------------------
 
+const SUITE: &str = "multi";
+
 /// `file.read` + `file.write`.
 const ALICE: &str = "alice";
 /// `file.read` + `file.write`: another principal with the same rights.
@@ -45,65 +47,46 @@ const WRITER: &str = "writer";
 /// `admin`.
 const ROOT: &str = "root";
 
+/// The `api_tokens` entries (the variable holds hashes only).
+const TOKENS: &[(&str, &[&str])] = &[
+    (ALICE, &["file.read", "file.write"]),
+    (BOB, &["file.read", "file.write"]),
+    (READER, &["file.read"]),
+    (WRITER, &["file.write"]),
+    (ROOT, &["admin"]),
+];
 
 fn token_for(name: &str) -> String {
-    downlink_e2e::token_for("multi", name)
-}
-
-/// The `api_tokens` variable: hashes only.
-fn tokens_config() -> String {
-    let entries: [(&str, &[&str]); 5] = [
-        (ALICE, &["file.read", "file.write"]),
-        (BOB, &["file.read", "file.write"]),
-        (READER, &["file.read"]),
-        (WRITER, &["file.write"]),
-        (ROOT, &["admin"]),
-    ];
-    downlink_e2e::tokens_config("multi", &entries)
+    downlink_e2e::token_for(SUITE, name)
 }
 
 // ---------------------------------------------------------------------------------------------
 // The app under test
 // ---------------------------------------------------------------------------------------------
 
-struct App {
-    host: DevHost,
-    agent: ureq::Agent,
+/// [`TestApp`] as this suite's principals, with the prepare/multi/usage helpers.
+struct App(TestApp);
+
+impl std::ops::Deref for App {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.0
+    }
 }
 
 impl App {
     /// The real app with the standard tokens and `variables` (`name`, `value`).
     fn start_with(variables: &[(&str, &str)]) -> App {
-        let mut builder = DevHost::builder(app_manifest()).variable("api_tokens", &tokens_config());
-        for (name, value) in variables {
-            builder = builder.variable(name, value);
-        }
-        let host = builder.start().unwrap_or_else(|f| panic!("{f}"));
-        App { host, agent: client_with_timeout(CLIENT_TIMEOUT) }
+        App(TestApp::start(SUITE, TOKENS, variables, CLIENT_TIMEOUT))
     }
 
     fn start() -> App {
         App::start_with(&[])
     }
 
-    /// One exchange as `principal` (None: no `Authorization`); bodies up to 64 MiB.
-    fn call(&self, method: &str, path: &str, principal: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-        let auth;
-        let mut all: Vec<(&str, &str)> = Vec::new();
-        if let Some(name) = principal {
-            auth = format!("Bearer {}", token_for(name));
-            all.push(("Authorization", auth.as_str()));
-        }
-        all.extend_from_slice(headers);
-        http_request(&self.agent, method, &self.host.url(path), &all, body)
-            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}\n--- dev host stderr ---\n{}", self.host.stderr()))
-    }
-
     /// `PUT` through the file API as alice, expecting 201/200.
     fn upload(&self, path: &str, data: &[u8]) {
-        let url = encode_path(path);
-        let resp = self.call("PUT", &url, Some(ALICE), &[], data);
-        assert!(resp.status == 201 || resp.status == 200, "PUT {path}: {} {}", resp.status, resp.text());
+        self.upload_as(ALICE, &encode_path(path), data)
     }
 
     /// `POST /api/download/prepare` with a JSON `Filelist` as `principal`.
@@ -159,42 +142,6 @@ fn prepare_id(resp: &Resp, what: &str) -> String {
     let id = body["rslt"].as_str().unwrap_or_else(|| panic!("{what}: no rslt string in {body}")).to_string();
     assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{what}: id {id:?} is not 128 bits of hex");
     id
-}
-
-fn expect_status(resp: &Resp, status: u16, what: &str) {
-    assert_eq!(
-        resp.status,
-        status,
-        "{what}: expected status {status}, got {} with headers {:?} and body {:?}",
-        resp.status,
-        resp.headers,
-        short(&resp.text())
-    );
-}
-
-fn short(text: &str) -> String {
-    if text.len() > 600 {
-        let mut end = 600;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}… ({} bytes)", &text[..end], text.len())
-    } else {
-        text.to_string()
-    }
-}
-
-/// Status plus the error envelope `{"success":false,"error":CODE,"message":"…"}`.
-fn expect_error(resp: &Resp, status: u16, code: &str, what: &str) -> Json {
-    expect_status(resp, status, what);
-    let content_type = resp.header("content-type").unwrap_or("");
-    assert!(content_type.starts_with("application/json"), "{what}: error content-type {content_type:?}");
-    let body: Json = serde_json::from_slice(&resp.body)
-        .unwrap_or_else(|e| panic!("{what}: error body is not JSON ({e}): {:?}", short(&resp.text())));
-    assert_eq!(body["success"], json!(false), "{what}: envelope {body}");
-    assert_eq!(body["error"], json!(code), "{what}: envelope {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: no message: {body}");
-    body
 }
 
 fn message(body: &Json) -> &str {

@@ -221,8 +221,10 @@ impl Download {
                 authority: &authority,
                 path_and_query: url.path_and_query(),
             };
+            // The host's own timeouts get a little slack: our deadline is the one that counts.
+            let host_limit = remaining + Duration::from_secs(1);
             let pending =
-                fetch::start_get(&target, &[("user-agent", USER_AGENT)], remaining.min(CONNECT_TIMEOUT), remaining)
+                fetch::start_get(&target, &[("user-agent", USER_AGENT)], host_limit.min(CONNECT_TIMEOUT), host_limit)
                     .map_err(|e| fetch_error(e, deadline))?;
             let mut cancelled = false;
             let response = fetch::await_response(&pending, deadline_ns, MAX_WAIT, &mut || match duties.tick() {
@@ -327,6 +329,11 @@ impl<'d> Duties<'d> {
 }
 
 fn fetch_error(e: FetchError, deadline: &TransferDeadline) -> Stop {
+    // Past the whole-transfer deadline, whatever else went wrong, the download timed out
+    // (e.g. the host's own timeout or a dropped connection noticed a moment after it).
+    if !matches!(e, FetchError::Cancelled) && deadline.remaining_ms(monotonic_ms()).is_none() {
+        return Stop::Failed(deadline.expired());
+    }
     match e {
         FetchError::Http(code) => Stop::Failed(classify_outbound_error(&format!("{code:?}"))),
         FetchError::Deadline => Stop::Failed(deadline.expired()),

@@ -53,6 +53,12 @@ fn reason_phrase(status: u16) -> &'static str {
 /// case, `-` and `_` are ignored and any payload after the name is dropped (it may hold
 /// details not meant for users). Unknown names are `NETWORK_ERROR` naming the variant.
 pub fn classify_outbound_error(name: &str) -> ApiError {
+    // wit-bindgen's `Debug` names variants with their type: `ErrorCode::ConnectionRefused`.
+    let name = name.trim();
+    let name = match name.split_once("::") {
+        Some((ty, rest)) if ty.chars().all(|c| c.is_ascii_alphanumeric()) => rest,
+        _ => name,
+    };
     let variant: String = name
         .trim()
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
@@ -268,5 +274,15 @@ mod tests {
         assert_eq!(short.code, ErrorCode::NetworkError);
         assert!(short.message.contains("4 of 10"));
         assert_eq!(check_body_complete(Some(10), 11).unwrap_err().code, ErrorCode::NetworkError);
+    }
+
+    #[test]
+    fn wit_bindgen_debug_names_are_understood() {
+        assert_eq!(classify_outbound_error("ErrorCode::ConnectionRefused").code, ErrorCode::NetworkError);
+        assert_eq!(classify_outbound_error("ErrorCode::ConnectionReadTimeout").code, ErrorCode::DownloadTimeout);
+        assert_eq!(classify_outbound_error("ErrorCode::HttpRequestDenied").code, ErrorCode::DomainBlocked);
+        let dns =
+            classify_outbound_error(r#"ErrorCode::DnsError(DnsErrorPayload { rcode: Some("x"), info_code: None })"#);
+        assert_eq!(dns.message, "DNS lookup failed");
     }
 }

@@ -1,0 +1,182 @@
+# Shared helpers of the benchmark scripts (bench/*.sh); sourced, not run:
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Sets ROOT, TARGET_DIR, DEVHOST and the common knobs (SKIP_BUILD, KEEP_TMP, CURL_MAX_TIME).
+# `bench_init PREFIX` makes the work dir $WORK and installs the exit trap that stops every
+# process recorded in SAMPLER_PID, DUFS_PID, ORIGIN_PID and DEVHOST_PID and removes $WORK
+# (unless KEEP_TMP=1).
+
+SKIP_BUILD=${SKIP_BUILD:-0}
+KEEP_TMP=${KEEP_TMP:-0}
+CURL_MAX_TIME=${CURL_MAX_TIME:-1800}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+DEVHOST=${DEVHOST_BIN:-$TARGET_DIR/release/devhost}
+
+WORK=""
+DEVHOST_PID=""
+DUFS_PID=""
+ORIGIN_PID=""
+SAMPLER_PID=""
+
+log() { echo "==> $*" >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+
+# bytes, seconds -> MB/s (10^6 bytes/s)
+mbps() { python3 -c 'import sys; b, s = float(sys.argv[1]), float(sys.argv[2]); print(f"{b / s / 1e6:.1f}" if s > 0 else "inf")' "$1" "$2"; }
+
+# a / b with two decimals, "-" when either is not a number (or b is 0).
+ratio() { python3 -c 'import sys; a, b = sys.argv[1], sys.argv[2]
+try: print(f"{float(a) / float(b):.2f}")
+except (ValueError, ZeroDivisionError): print("-")' "$1" "$2"; }
+
+vmhwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+kb_to_mib() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / 1024:.1f} MiB")' "$1"; }
+
+bytes_to_mib() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / 2**20:.1f} MiB")' "$1"; }
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+
+# stop_pid PID: kill and reap PID if it is still running ("" is ignored).
+stop_pid() {
+    local pid=$1
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+}
+
+bench_cleanup() {
+    local status=$?
+    stop_pid "$SAMPLER_PID"
+    stop_pid "$DUFS_PID"
+    stop_pid "$ORIGIN_PID"
+    stop_pid "$DEVHOST_PID"
+    if [[ -n "$WORK" ]]; then
+        if [[ "$KEEP_TMP" == 1 ]]; then
+            echo "kept $WORK" >&2
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    exit "$status"
+}
+
+# bench_init PREFIX: $WORK := a fresh ${TMPDIR:-/tmp}/PREFIX.XXXXXX, cleaned up on exit.
+bench_init() {
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+# build_release: the release wasm components and the dev host (unless SKIP_BUILD=1); then checks
+# that the dev host binary is there.
+build_release() {
+    if [[ "$SKIP_BUILD" != 1 ]]; then
+        log "building release wasm components and the dev host"
+        (cd "$ROOT" && cargo xtask build-wasm && cargo build --release -p devhost)
+    fi
+    [[ -x "$DEVHOST" ]] || die "dev host binary not found at $DEVHOST"
+}
+
+# require_tools TOOL...: dies unless every TOOL is on PATH.
+require_tools() {
+    local tool
+    for tool in "$@"; do command -v "$tool" >/dev/null || die "$tool is required"; done
+}
+
+# mint_token SCOPE...: a fresh token `bench` with SCOPEs; sets TOKEN, API_TOKENS (the
+# `api_tokens` variable: its hash only) and AUTH (the Authorization header).
+mint_token() {
+    local hash scopes="" scope
+    TOKEN="dl_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+    hash=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
+    for scope in "$@"; do scopes+="${scopes:+,}\"$scope\""; done
+    API_TOKENS="[{\"name\":\"bench\",\"sha256\":\"$hash\",\"scopes\":[$scopes]}]"
+    AUTH="Authorization: Bearer $TOKEN"
+}
+
+# make_test_file: $WORK/serve and $WORK/state, and FILE := $WORK/serve/data.bin of SIZE_MB MiB
+# of random bytes; sets SIZE (bytes) and SHA_ORIG.
+make_test_file() {
+    mkdir -p "$WORK/serve" "$WORK/state"
+    FILE="$WORK/serve/data.bin"
+    log "creating a ${SIZE_MB} MiB random file"
+    head -c "$((SIZE_MB * 1024 * 1024))" /dev/urandom >"$FILE"
+    SIZE=$(stat -c %s "$FILE")
+    SHA_ORIG=$(sha256sum "$FILE" | cut -d' ' -f1)
+}
+
+# start_devhost [DEVHOST-ARG...]: `devhost up` of spin.toml on 127.0.0.1:0 with state dir
+# $WORK/state, the minted API_TOKENS and the extra arguments (e.g. `--variable k=v`); waits for
+# its `Serving http://...` line. Sets DEVHOST_PID, BASE and RSS_START (VmHWM in kB).
+start_devhost() {
+    log "starting the dev host"
+    "$DEVHOST" up --from "$ROOT/spin.toml" --listen 127.0.0.1:0 --state-dir "$WORK/state" \
+        --variable "api_tokens=$API_TOKENS" "$@" >"$WORK/devhost.out" 2>"$WORK/devhost.err" &
+    DEVHOST_PID=$!
+    BASE=""
+    for _ in $(seq 1 1800); do
+        BASE=$(grep -o 'Serving http://127\.0\.0\.1:[0-9]*' "$WORK/devhost.out" 2>/dev/null | head -n1 | sed 's/^Serving //' || true)
+        [[ -n "$BASE" ]] && break
+        kill -0 "$DEVHOST_PID" 2>/dev/null || { cat "$WORK/devhost.out" "$WORK/devhost.err" >&2; die "the dev host exited"; }
+        sleep 0.1
+    done
+    [[ -n "$BASE" ]] || { cat "$WORK/devhost.err" >&2; die "the dev host did not print its Serving line"; }
+    RSS_START=$(vmhwm_kb "$DEVHOST_PID")
+    log "dev host at $BASE (pid $DEVHOST_PID, VmHWM ${RSS_START} kB)"
+}
+
+# start_rss_sampler: samples the dev host's VmHWM into $WORK/rss.peak in the background, in case
+# the process dies mid-run.
+start_rss_sampler() {
+    ( peak=0; while kill -0 "$DEVHOST_PID" 2>/dev/null; do
+          v=$(vmhwm_kb "$DEVHOST_PID"); [[ "${v:-0}" -gt "$peak" ]] && { peak=$v; echo "$peak" >"$WORK/rss.peak"; }
+          sleep 0.2
+      done ) &
+    SAMPLER_PID=$!
+}
+
+# stop_rss_sampler NOW_KB: stops the sampler; RSS_PEAK := the highest VmHWM it saw, at least
+# NOW_KB (a reading taken just now).
+stop_rss_sampler() {
+    local now=$1
+    RSS_PEAK=$(cat "$WORK/rss.peak" 2>/dev/null || echo "$now")
+    if [[ "$now" -gt "$RSS_PEAK" ]]; then RSS_PEAK=$now; fi
+    stop_pid "$SAMPLER_PID"
+    SAMPLER_PID=""
+}
+
+# maybe_install_dufs: `cargo install dufs --locked` when dufs is missing and INSTALL_DUFS=1.
+maybe_install_dufs() {
+    if ! command -v dufs >/dev/null && [[ "${INSTALL_DUFS:-0}" == 1 ]]; then
+        log "installing dufs (cargo install dufs --locked)"
+        cargo install dufs --locked >&2
+        export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    fi
+}
+
+# start_dufs [DUFS-ARG...]: dufs serving $WORK/serve on a free 127.0.0.1 port, with the extra
+# arguments; waits until it answers. Sets DUFS_PID and DUFS_PORT.
+start_dufs() {
+    DUFS_PORT=$(free_port)
+    dufs "$WORK/serve" --bind 127.0.0.1 --port "$DUFS_PORT" "$@" >"$WORK/dufs.log" 2>&1 &
+    DUFS_PID=$!
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$DUFS_PORT/" && break
+        sleep 0.1
+    done
+}
+
+# report_start W1 W2: the header of a two-column report table (column widths W1 and W2);
+# report_row METRIC VALUE: one row of it.
+report_start() {
+    REPORT_FORMAT="| %-${1}s | %-${2}s |\n"
+    printf '\n'
+    printf "$REPORT_FORMAT" "metric" "value"
+    printf '|%s|%s|\n' "$(printf '%*s' "$(($1 + 2))" '' | tr ' ' -)" "$(printf '%*s' "$(($2 + 2))" '' | tr ' ' -)"
+}
+report_row() { printf "$REPORT_FORMAT" "$1" "$2"; }
