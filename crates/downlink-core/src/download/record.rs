@@ -305,15 +305,21 @@ impl DownloadRecord {
         Some(((ratio * 1000.0).round() / 10.0).min(100.0))
     }
 
-    /// The item of an active-downloads list, exactly the reference's fields.
-    pub fn active_view(&self) -> ActiveView<'_> {
-        ActiveView {
+    fn view_head(&self) -> ViewHead<'_> {
+        ViewHead {
             id: &self.id,
             filename: &self.filename,
             file_path: &self.file_path,
             directory: self.directory.as_str(),
             url: &self.url,
             status: self.status,
+        }
+    }
+
+    /// The item of an active-downloads list, exactly the reference's fields.
+    pub fn active_view(&self) -> ActiveView<'_> {
+        ActiveView {
+            head: self.view_head(),
             current_size: self.current_size,
             expected_size: self.expected_size,
             progress_percentage: self.progress_percentage(),
@@ -324,12 +330,7 @@ impl DownloadRecord {
     /// The item of the history list: the reference's fields plus `message`.
     pub fn history_view(&self) -> HistoryView<'_> {
         HistoryView {
-            id: &self.id,
-            filename: &self.filename,
-            file_path: &self.file_path,
-            directory: self.directory.as_str(),
-            url: &self.url,
-            status: self.status,
+            head: self.view_head(),
             total_bytes: self.total_bytes,
             start_time: self.start_time,
             end_time: self.end_time,
@@ -341,12 +342,7 @@ impl DownloadRecord {
     /// One download in full (`GET /api/v1/downloads/{id}`): the union of the list views.
     pub fn detail_view(&self) -> DetailView<'_> {
         DetailView {
-            id: &self.id,
-            filename: &self.filename,
-            file_path: &self.file_path,
-            directory: self.directory.as_str(),
-            url: &self.url,
-            status: self.status,
+            head: self.view_head(),
             current_size: self.current_size,
             expected_size: self.expected_size,
             progress_percentage: self.progress_percentage(),
@@ -364,9 +360,9 @@ fn to_json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// An active-downloads list item (reference field order).
+/// The fields every view starts with, in the reference's order.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ActiveView<'a> {
+pub struct ViewHead<'a> {
     /// Download id.
     pub id: &'a str,
     /// Target file name.
@@ -377,8 +373,16 @@ pub struct ActiveView<'a> {
     pub directory: &'a str,
     /// Source URL.
     pub url: &'a str,
-    /// `starting` or `downloading`.
+    /// Where the download is in its life.
     pub status: DownloadStatus,
+}
+
+/// An active-downloads list item (reference field order).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ActiveView<'a> {
+    /// Identity and status, first as in the reference.
+    #[serde(flatten)]
+    pub head: ViewHead<'a>,
     /// Bytes so far.
     pub current_size: u64,
     /// Expected bytes, null when unknown.
@@ -392,18 +396,9 @@ pub struct ActiveView<'a> {
 /// A history list item (reference field order, then `message`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HistoryView<'a> {
-    /// Download id.
-    pub id: &'a str,
-    /// Target file name.
-    pub filename: &'a str,
-    /// `directory/filename`.
-    pub file_path: &'a str,
-    /// Target directory.
-    pub directory: &'a str,
-    /// Source URL.
-    pub url: &'a str,
-    /// `completed`, `failed` or `cancelled`.
-    pub status: DownloadStatus,
+    /// Identity and status, first as in the reference.
+    #[serde(flatten)]
+    pub head: ViewHead<'a>,
     /// Stored size, null unless completed.
     pub total_bytes: Option<u64>,
     /// Start (Unix seconds).
@@ -419,18 +414,9 @@ pub struct HistoryView<'a> {
 /// One download in full: active and history fields together.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DetailView<'a> {
-    /// Download id.
-    pub id: &'a str,
-    /// Target file name.
-    pub filename: &'a str,
-    /// `directory/filename`.
-    pub file_path: &'a str,
-    /// Target directory.
-    pub directory: &'a str,
-    /// Source URL.
-    pub url: &'a str,
-    /// Current status.
-    pub status: DownloadStatus,
+    /// Identity and status, first as in the reference.
+    #[serde(flatten)]
+    pub head: ViewHead<'a>,
     /// Bytes so far.
     pub current_size: u64,
     /// Expected bytes, null when unknown.
