@@ -1070,6 +1070,15 @@ fn bandwidth_is_counted_and_the_quota_enforced() {
     expect_status(&app.multi_with("GET", &bobs, BOB, &[]), 200, "bob download");
     wait_bytes_sent(&app, BOB, x.len() as u64);
     assert_eq!(app.usage(ALICE)["bytes_sent"], json!(size + 1000));
+
+    // Plain file downloads through the REST API count too, and hit the same quota.
+    let part = app.call("GET", "/q/y.bin", Some(BOB), &[("Range", "bytes=0-4095")], b"");
+    expect_status(&part, 206, "bob's ranged file GET");
+    wait_bytes_sent(&app, BOB, x.len() as u64 + 4096);
+    let head = app.call("HEAD", "/q/y.bin", Some(BOB), &[], b"");
+    expect_status(&head, 200, "HEAD of a file counts nothing");
+    assert_eq!(app.usage(BOB)["bytes_sent"], json!(x.len() as u64 + 4096));
+    expect_error(&app.call("GET", "/q/y.bin", Some(ALICE), &[], b""), 429, "QUOTA_EXCEEDED", "file GET over quota");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use downlink_core::storage::{
     TOUCH_INTERVAL_SECS,
 };
 use downlink_core::{ApiError, StoragePath};
+use downlink_spin::bandwidth::{self, CountingSink};
 use downlink_spin::http::{send_error, send_json, start_response, BodyReader, RequestHead, IO_CHUNK};
 use downlink_spin::kv::KvStorage;
 use downlink_spin::{auth, now_unix, random_id};
@@ -50,7 +51,7 @@ fn serve(req: IncomingRequest, head: &RequestHead, out: ResponseOutparam) -> Res
     match outcome {
         Ok(Reply::Json((status, body))) => send_json(out, status, &body),
         Ok(Reply::File { meta, head_only, conditional }) => {
-            return stream_file(&storage, &meta, head_only, conditional, out)
+            return stream_file(&storage, &principal.name, &meta, head_only, conditional, out)
         }
         Err(e) => send_error(out, &e),
     }
@@ -103,8 +104,11 @@ fn listing(storage: &KvStorage, dir: &StoragePath) -> Result<serde_json::Value, 
     Ok(json!({ "path": dir.as_str(), "entries": entries }))
 }
 
+/// Streams a file (or the planned range of it), counting the bytes into `principal`'s
+/// bandwidth usage (the reference: downloads through the REST API count).
 fn stream_file(
     storage: &KvStorage,
+    principal: &str,
     meta: &FileMeta,
     head_only: bool,
     conditional: ConditionalHeaders<'_>,
@@ -120,21 +124,28 @@ fn stream_file(
             return Ok(());
         }
     };
-    // Open the content before committing to a status, so a broken record is a clean error.
-    let reader = match (plan.has_body && !head_only).then(|| read_file(storage, meta, plan.range)).transpose() {
+    let sends_body = plan.has_body && !head_only;
+    let about_to_send = match (sends_body, plan.range) {
+        (false, _) => 0,
+        (true, Some(range)) => range.len(),
+        (true, None) => meta.size,
+    };
+    // Quota and content are checked before committing to a status, so both are clean errors.
+    let reader = bandwidth::check_before_sending(storage, principal, about_to_send)
+        .and_then(|()| sends_body.then(|| read_file(storage, meta, plan.range)).transpose());
+    let reader = match reader {
         Ok(reader) => reader,
         Err(e) => {
             send_error(out, &e);
             return Ok(());
         }
     };
-    let mut body = start_response(out, plan.status, &plan.headers);
+    let mut body = CountingSink::new(start_response(out, plan.status, &plan.headers), storage, principal);
     if let Some(reader) = reader {
         for chunk in reader {
             // On a storage error or a vanished client, stop without finishing the body so the
             // client sees a truncated response rather than a silently short file.
-            let chunk = chunk?;
-            body.write_all(&chunk).map_err(|_| ApiError::internal("client went away"))?;
+            body.write(&chunk?)?;
         }
     }
     let _ = body.finish();

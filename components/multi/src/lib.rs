@@ -8,25 +8,17 @@
 use downlink_core::auth::{Principal, Scope};
 use downlink_core::blob::chunk_key;
 use downlink_core::http::{plan_response, ConditionalHeaders, Representation, ResponsePlan};
-use downlink_core::prepare::{
-    bandwidth_key, check_quota, plan_key, validate_plan_id, BandwidthUsage, PlanEntry, PlanHead, PreparedPlan,
-};
+use downlink_core::prepare::{plan_key, validate_plan_id, BandwidthUsage, PlanEntry, PlanHead, PreparedPlan};
 use downlink_core::query::Query;
 use downlink_core::storage::{read_meta, Storage};
 use downlink_core::zip::{Segment, ZipLayout};
 use downlink_core::{ApiError, ErrorCode};
-use downlink_spin::http::{send_bytes, send_error, start_response, BodyWriter, RequestHead};
+use downlink_spin::bandwidth::{self, CountingSink};
+use downlink_spin::http::{send_bytes, send_error, start_response, RequestHead};
 use downlink_spin::kv::KvStorage;
 use downlink_spin::{auth, now_unix};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
-
-/// Spin variable: bytes each principal may download in total; `0` or empty = no quota.
-const QUOTA_VARIABLE: &str = "bandwidth_quota_bytes";
-
-/// Bytes sent are added to the principal's counter whenever this many have accumulated, and
-/// once more at the end: a few atomic increments per download rather than one per chunk.
-const COUNT_EVERY_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Content type of a single file whose record has none.
 const FALLBACK_CONTENT_TYPE: &str = "application/octet-stream";
@@ -78,37 +70,14 @@ enum Reply {
     Download(Box<Download>),
 }
 
-/// `prepare_ttl_secs`'s sibling: the per-principal quota, `None` when unlimited.
-fn quota() -> Result<Option<u64>, ApiError> {
-    let raw = spin_sdk::variables::get(QUOTA_VARIABLE).unwrap_or_default();
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    match raw.parse::<u64>() {
-        Ok(0) => Ok(None),
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(_) => Err(ApiError::internal(format!(
-            "the `{QUOTA_VARIABLE}` variable is {raw:?}; it must be a number of bytes (0 = no quota)"
-        ))),
-    }
-}
-
-/// The principal's bytes-sent counter. Read with an atomic increment by zero, which returns the
-/// current value whatever the backend's counter representation.
-fn bytes_sent<S: Storage>(storage: &S, principal: &str) -> Result<u64, ApiError> {
-    let value = storage.increment(&bandwidth_key(principal), 0)?;
-    Ok(u64::try_from(value).unwrap_or(0))
-}
-
 /// `GET /api/download/usage`.
 fn usage<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) -> Result<Vec<u8>, ApiError> {
     if !matches!(head.method, Method::Get | Method::Head) {
         return Err(ApiError::method_not_allowed("GET, HEAD"));
     }
     principal.require(Scope::FileRead)?;
-    let quota = quota()?;
-    let used = bytes_sent(storage, &principal.name)?;
+    let quota = bandwidth::quota()?;
+    let used = bandwidth::bytes_sent(storage, &principal.name)?;
     Ok(BandwidthUsage::new(&principal.name, used, quota).to_json_bytes())
 }
 
@@ -119,7 +88,8 @@ struct Download {
     layout: Option<ZipLayout>,
     response: ResponsePlan,
     head_only: bool,
-    counter_key: String,
+    /// Whose bandwidth counter the bytes go to.
+    principal: String,
 }
 
 fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) -> Result<Box<Download>, ApiError> {
@@ -168,12 +138,8 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
         (true, Some(range)) => range.len(),
         (true, None) => size,
     };
-    if about_to_send > 0 {
-        if let Some(quota) = quota()? {
-            check_quota(bytes_sent(storage, &principal.name)?, about_to_send, Some(quota))?;
-        }
-    }
-    Ok(Box::new(Download { plan, layout, response, head_only, counter_key: bandwidth_key(&principal.name) }))
+    bandwidth::check_before_sending(storage, &principal.name, about_to_send)?;
+    Ok(Box::new(Download { plan, layout, response, head_only, principal: principal.name.clone() }))
 }
 
 /// The plan `id`, for `principal`: unknown → `404`, another principal's → `403`, expired →
@@ -210,7 +176,7 @@ impl Download {
             let _ = body.finish();
             return Ok(());
         }
-        let mut sink = CountingSink { body, storage, key: &self.counter_key, uncounted: 0 };
+        let mut sink = CountingSink::new(body, storage, &self.principal);
         let sent = match &self.layout {
             Some(layout) => send_archive(storage, &self.plan, layout, &self.response, &mut sink),
             None => {
@@ -222,10 +188,9 @@ impl Download {
                 send_entry(storage, entry, offset, len, &mut sink)
             }
         };
-        // Count what went out, also when the transfer broke off.
-        sink.count_now();
+        // What went out is counted also when the transfer broke off (the sink counts on drop).
         sent?;
-        sink.body.finish().map_err(|_| ApiError::internal("client went away at the end"))
+        sink.finish()
     }
 }
 
@@ -281,36 +246,4 @@ fn send_entry<S: Storage>(
         }
     }
     Ok(())
-}
-
-/// The response body, counting bytes into the principal's bandwidth counter in batches.
-struct CountingSink<'a, S: Storage> {
-    body: BodyWriter,
-    storage: &'a S,
-    key: &'a str,
-    uncounted: u64,
-}
-
-impl<S: Storage> CountingSink<'_, S> {
-    fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
-        self.body.write_all(data).map_err(|_| ApiError::internal("client went away"))?;
-        self.uncounted += data.len() as u64;
-        if self.uncounted >= COUNT_EVERY_BYTES {
-            self.count_now();
-        }
-        Ok(())
-    }
-
-    /// Adds the bytes sent since the last call to the counter. A failed increment is logged,
-    /// not fatal: the download itself is fine.
-    fn count_now(&mut self) {
-        if self.uncounted == 0 {
-            return;
-        }
-        let delta = i64::try_from(self.uncounted).unwrap_or(i64::MAX);
-        match self.storage.increment(self.key, delta) {
-            Ok(_) => self.uncounted = 0,
-            Err(e) => eprintln!("multi: could not count {} bytes sent: {e}", self.uncounted),
-        }
-    }
 }

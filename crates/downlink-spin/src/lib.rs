@@ -4,11 +4,13 @@
 //! - [`kv`]: the core's [`Storage`](downlink_core::storage::Storage) trait over `wasi:keyvalue`.
 //! - [`http`]: request heads, streamed request/response bodies, JSON and error responses.
 //! - [`auth`]: bearer-token authentication against the `api_tokens` variable.
+//! - [`bandwidth`]: per-principal bytes-sent counters and the quota.
 //! - [`fetch`]: outbound GET with deadlines and cancellation that hold against slow servers.
 
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod bandwidth;
 pub mod fetch;
 pub mod http;
 pub mod kv;
