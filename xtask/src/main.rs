@@ -36,7 +36,25 @@ fn workspace_root() -> PathBuf {
 }
 
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // `cargo run` gave this process xtask's package variables; nested builds must not see
+    // them, or build scripts that watch them rebuild whenever a build comes from elsewhere.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_package = name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            );
+        if per_package {
+            cmd.env_remove(&*name);
+        }
+    }
+    cmd
 }
 
 fn run(mut cmd: Command) -> Result<()> {
@@ -101,7 +119,16 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
     if !configured {
         let (token, entry) = dev_token(&root.join(".spin").join("dev-token.json"))?;
         eprintln!("xtask: local admin token (from .spin/dev-token.json):");
-        eprintln!("  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:3000/");
+        let listen = extra
+            .iter()
+            .enumerate()
+            .find_map(|(i, arg)| match arg.strip_prefix("--listen") {
+                Some("") => extra.get(i + 1).map(String::as_str),
+                Some(rest) => rest.strip_prefix('='),
+                None => None,
+            })
+            .unwrap_or("127.0.0.1:3000");
+        eprintln!("  curl -H 'Authorization: Bearer {token}' http://{listen}/");
         cmd.arg("--variable").arg(format!("api_tokens=[{entry}]"));
     }
     run(cmd)
