@@ -117,8 +117,7 @@ async fn send_over_network(
     let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)??;
-    let response =
-        response.map(|body| BetweenBytesTimeout::new(body, between_bytes_timeout).map_err(|e| e).boxed_unsync());
+    let response = response.map(|body| read_ahead(BetweenBytesTimeout::new(body, between_bytes_timeout)));
     let io = async move {
         match driver.await {
             Ok(Ok(())) => Ok(()),
@@ -127,6 +126,78 @@ async fn send_over_network(
         }
     };
     Ok((response, Box::new(io) as IoFuture))
+}
+
+/// Buffers waiting for the guest per response body.
+const READ_AHEAD_BUFFERS: usize = 4;
+/// Largest buffer handed to the guest at once.
+const READ_AHEAD_BUFFER_BYTES: usize = 1 << 20;
+
+/// Keeps reading the response in a task of its own while the guest is busy (e.g. storing the
+/// previous chunk), so network and storage overlap instead of taking turns. While the guest
+/// is behind, consecutive frames are merged into buffers of up to 1 MiB, so it fetches the
+/// body in a few large reads rather than many small ones. Bounded: at most
+/// [`READ_AHEAD_BUFFERS`] full buffers plus one being filled; when the guest drops the body,
+/// the task stops and the connection closes.
+fn read_ahead(mut body: BetweenBytesTimeout) -> WasiBody {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Error>>(READ_AHEAD_BUFFERS);
+    tokio::spawn(async move {
+        let mut pending = bytes::BytesMut::new();
+        let mut finished = false;
+        loop {
+            if finished && pending.is_empty() {
+                return;
+            }
+            let room = pending.len() < READ_AHEAD_BUFFER_BYTES && !finished;
+            tokio::select! {
+                // The guest dropped the body (e.g. a cancelled download): stop reading.
+                () = tx.closed() => return,
+                permit = tx.reserve(), if !pending.is_empty() => {
+                    let Ok(permit) = permit else { return };
+                    permit.send(Ok(http_body::Frame::data(pending.split().freeze())));
+                }
+                frame = body.frame(), if room => match frame {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => pending.extend_from_slice(&data),
+                        Err(trailers) => {
+                            // Trailers end the body: flush the data first, then pass them on.
+                            if !pending.is_empty() && tx.send(Ok(http_body::Frame::data(pending.split().freeze()))).await.is_err() {
+                                return;
+                            }
+                            let _ = tx.send(Ok(trailers)).await;
+                            return;
+                        }
+                    },
+                    Some(Err(e)) => {
+                        if !pending.is_empty() && tx.send(Ok(http_body::Frame::data(pending.split().freeze()))).await.is_err() {
+                            return;
+                        }
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    None => finished = true,
+                },
+            }
+        }
+    });
+    ReadAheadBody { rx }.boxed_unsync()
+}
+
+/// The guest's side of [`read_ahead`].
+struct ReadAheadBody {
+    rx: tokio::sync::mpsc::Receiver<Result<http_body::Frame<Bytes>, Error>>,
+}
+
+impl http_body::Body for ReadAheadBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Error>>> {
+        self.rx.poll_recv(cx)
+    }
 }
 
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
