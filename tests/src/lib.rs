@@ -558,11 +558,7 @@ fn http_call(
     let start = Instant::now();
     let mut response = agent.run(request).map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
+    let headers = lowercase_headers(response.headers());
     let body = response.body_mut().with_config().limit(64 * 1024 * 1024).read_to_vec().map_err(|e| e.to_string())?;
     Ok(Resp { status, headers, body, elapsed: start.elapsed() })
 }
@@ -1474,11 +1470,7 @@ pub fn http_request_streaming(
     let start = Instant::now();
     let mut response = agent.run(request).map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
+    let headers = lowercase_headers(response.headers());
     let mut reader = response.body_mut().as_reader();
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
@@ -1686,4 +1678,12 @@ pub fn expect_bearer_challenge(resp: &Resp, what: &str) {
         challenge.to_ascii_lowercase().starts_with("bearer"),
         "{what}: WWW-Authenticate is {challenge:?}, expected a Bearer challenge"
     );
+}
+
+/// A response's headers as (lower-case name, value) pairs, in order.
+fn lowercase_headers(headers: &ureq::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect()
 }
