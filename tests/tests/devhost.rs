@@ -99,6 +99,22 @@ fn kv_values_are_written_to_the_sqlite_file() {
 }
 
 #[test]
+fn kv_batch_set_many_stores_every_pair_or_none_when_one_is_invalid() {
+    let host = app();
+    let reply = host.post("/batch", b"b1=one\nb2=two\nb3=three");
+    expect_status(&reply, 200, "set-many");
+    assert_eq!(reply.text(), "stored 3");
+    for (key, value) in [("b1", "one"), ("b2", "two"), ("b3", "three")] {
+        assert_eq!(host.get(&format!("/kv/{key}")).text(), value);
+    }
+    // A key over the hosted limit fails the whole call before anything is written.
+    let long_key = "k".repeat(256);
+    let reply = host.post("/batch", format!("b4=four\n{long_key}=x").as_bytes());
+    expect_status(&reply, 500, "set-many with an invalid key");
+    expect_status(&host.get("/kv/b4"), 404, "b4 after the failed batch");
+}
+
+#[test]
 fn kv_key_value_flag_seeds_the_default_store() {
     let host = app_builder().arg("--key-value").arg("seeded=from-cli").start().unwrap_or_else(|f| panic!("{f}"));
     let got = host.get("/kv/seeded");
@@ -229,6 +245,10 @@ fn cas_and_increment_on_redis() {
 
     let responses = concurrent_posts(&host, "/incr/hits?delta=1", 20);
     assert_counter_sequence(&responses, 20, "increment on Redis");
+
+    expect_status(&host.post("/batch", b"r1=one\nr2=two"), 200, "set-many on Redis");
+    assert_eq!(host.get("/kv/r2").text(), "two");
+    assert!(redis.command(&["EXISTS", "r1"]).starts_with(":1"), "set-many writes to Redis");
 
     // The values really are in Redis, not in SQLite.
     expect_status(&host.put("/kv/plain", b"redis-value"), 200, "PUT");

@@ -316,12 +316,7 @@ impl wasi_batch::Host for InstanceState {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
         let store = self.store_of(&h)?;
-        for (key, value) in key_values {
-            if let Err(e) = store.set(key, value).await {
-                return Ok(Err(wasi_kv_error(e)));
-            }
-        }
-        Ok(Ok(()))
+        Ok(store.set_many(key_values).await.inspect_err(|e| self.log_kv_error("set-many", e)).map_err(wasi_kv_error))
     }
 
     async fn delete_many(
