@@ -135,33 +135,42 @@ const READ_AHEAD_BUFFER_BYTES: usize = 1 << 20;
 
 /// Keeps reading the response in a task of its own while the guest is busy (e.g. storing the
 /// previous chunk), so network and storage overlap instead of taking turns. While the guest
-/// is behind, consecutive frames are merged into buffers of up to 1 MiB, so it fetches the
-/// body in a few large reads rather than many small ones. Bounded: at most
+/// is behind, consecutive frames are merged into buffers of exactly up to 1 MiB, so it fetches
+/// the body in a few large reads rather than many small ones. Each buffer is a fresh,
+/// unshared allocation that the guest's read of up to 1 MiB takes whole: wasmtime then hands
+/// it over as the `Vec` it lowers from, without another copy. Bounded: at most
 /// [`READ_AHEAD_BUFFERS`] full buffers plus one being filled; when the guest drops the body,
 /// the task stops and the connection closes.
 fn read_ahead(mut body: BetweenBytesTimeout) -> WasiBody {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Error>>(READ_AHEAD_BUFFERS);
     tokio::spawn(async move {
-        let mut pending = bytes::BytesMut::new();
+        let new_buffer = || bytes::BytesMut::with_capacity(READ_AHEAD_BUFFER_BYTES);
+        let mut pending = new_buffer();
+        // The part of the last frame that did not fit into `pending`.
+        let mut carry = Bytes::new();
         let mut finished = false;
         loop {
+            if !carry.is_empty() && pending.len() < READ_AHEAD_BUFFER_BYTES {
+                let take = carry.len().min(READ_AHEAD_BUFFER_BYTES - pending.len());
+                pending.extend_from_slice(&carry.split_to(take));
+            }
             if finished && pending.is_empty() {
                 return;
             }
-            let room = pending.len() < READ_AHEAD_BUFFER_BYTES && !finished;
+            let room = carry.is_empty() && pending.len() < READ_AHEAD_BUFFER_BYTES && !finished;
             tokio::select! {
                 // The guest dropped the body (e.g. a cancelled download): stop reading.
                 () = tx.closed() => return,
                 permit = tx.reserve(), if !pending.is_empty() => {
                     let Ok(permit) = permit else { return };
-                    permit.send(Ok(http_body::Frame::data(pending.split().freeze())));
+                    permit.send(Ok(http_body::Frame::data(std::mem::replace(&mut pending, new_buffer()).freeze())));
                 }
                 frame = body.frame(), if room => match frame {
                     Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => pending.extend_from_slice(&data),
+                        Ok(data) => carry = data,
                         Err(trailers) => {
                             // Trailers end the body: flush the data first, then pass them on.
-                            if !pending.is_empty() && tx.send(Ok(http_body::Frame::data(pending.split().freeze()))).await.is_err() {
+                            if !pending.is_empty() && tx.send(Ok(http_body::Frame::data(pending.freeze()))).await.is_err() {
                                 return;
                             }
                             let _ = tx.send(Ok(trailers)).await;
@@ -169,7 +178,7 @@ fn read_ahead(mut body: BetweenBytesTimeout) -> WasiBody {
                         }
                     },
                     Some(Err(e)) => {
-                        if !pending.is_empty() && tx.send(Ok(http_body::Frame::data(pending.split().freeze()))).await.is_err() {
+                        if !pending.is_empty() && tx.send(Ok(http_body::Frame::data(pending.freeze()))).await.is_err() {
                             return;
                         }
                         let _ = tx.send(Err(e)).await;
