@@ -1,8 +1,8 @@
-//! [`Storage`] over Spin's key-value store, through `wasi:keyvalue` (store + atomics), which
+//! [`Storage`] over Spin's key-value store, through `wasi:keyvalue` (store, atomics, batch), which
 //! Spin 3+ provides on every backend (SQLite, Redis, Azure Cosmos, AWS DynamoDB).
 
 use downlink_core::storage::{CasOutcome, Storage, StorageError};
-use spin_sdk::wit::wasi::keyvalue::{atomics, store};
+use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
 
 /// A key-value store label opened for this request.
 pub struct KvStorage {
@@ -36,6 +36,10 @@ impl Storage for KvStorage {
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
         self.bucket.set(key, value).map_err(|e| kv_error("set", e))
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StorageError> {
+        batch::set_many(&self.bucket, entries).map_err(|e| kv_error("set-many", e))
     }
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {

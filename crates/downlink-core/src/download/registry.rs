@@ -1256,7 +1256,7 @@ mod tests {
             &storage,
             path.clone(),
             BlobId::new("blob-1").unwrap(),
-            WriteOptions { chunk_size: 4, ..WriteOptions::default() },
+            WriteOptions { chunk_size: 4, chunks_per_batch: 1, ..WriteOptions::default() },
             100,
         )
         .unwrap();

@@ -1,7 +1,7 @@
 //! The storage abstraction and the file operations built on it.
 //!
-//! [`Storage`] is the narrow key-value interface a backend implements: get, set, delete,
-//! compare-and-swap, increment, and a full key listing used only by garbage collection.
+//! [`Storage`] is the narrow key-value interface a backend implements: get, set (and a batched
+//! set), delete, compare-and-swap, increment, and a full key listing used only by garbage collection.
 //! Everything else — chunked writes, atomic publication, directory indexes, deletes, listings,
 //! GC — is written once, generically, in this module, so endpoints never depend on the backend.
 //!
@@ -29,7 +29,7 @@ mod memory;
 pub use files::{
     collect_garbage, create_dir, delete_dir_recursive, delete_file, list_dir, read_file, read_meta,
     reclaim_abandoned_write, stat, walk_files, write_file, Committed, DeleteSummary, Entry, FileReader, FileWriter,
-    GcReport, WriteMode, WriteOptions, DEFAULT_GC_GRACE_SECS, TOUCH_INTERVAL_SECS,
+    GcReport, WriteMode, WriteOptions, CHUNKS_PER_BATCH, DEFAULT_GC_GRACE_SECS, TOUCH_INTERVAL_SECS,
 };
 pub use memory::{Fault, MemoryStorage};
 
@@ -76,6 +76,13 @@ pub trait Storage {
     /// Stores `value` under `key` unconditionally.
     fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError>;
 
+    /// Stores every `(key, value)` pair, as one round trip where the backend has one
+    /// (`wasi:keyvalue/batch`). Not atomic: on an error, any subset may have been stored.
+    /// Owned pairs because that is what the batch call takes, without copying the values.
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StorageError> {
+        entries.iter().try_for_each(|(key, value)| self.set(key, value))
+    }
+
     /// Removes `key`; removing an absent key succeeds.
     fn delete(&self, key: &str) -> Result<(), StorageError>;
 
@@ -99,6 +106,10 @@ impl<S: Storage + ?Sized> Storage for &S {
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
         (**self).set(key, value)
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StorageError> {
+        (**self).set_many(entries)
     }
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {
