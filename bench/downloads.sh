@@ -4,19 +4,23 @@
 #
 #   bench/downloads.sh                  # 1 GiB file
 #   SIZE_MB=64 bench/downloads.sh       # smaller file
+#   ROUNDS=5 bench/downloads.sh         # more alternating curl/Downlink rounds (default 3)
 #   SKIP_BUILD=1 bench/downloads.sh     # reuse the existing release builds
 #
 # Builds the release wasm components and dev host, writes a random SIZE_MB file, serves it from
 # a tiny Python origin (sendfile, Content-Length) on 127.0.0.1, measures `curl -o file` from
 # that origin, then starts `devhost up` (allow_download=true, download_allow_private=true, a
-# freshly minted token), starts a download of the same URL, polls `GET /api/v1/downloads/{id}`
-# until it ends, and reports MB/s (size / time from the start request to `completed`), the ratio
-# ours/curl, whether the stored file's SHA-256 (read back through the file API) matches, and
-# the dev host's peak RSS (VmHWM). MB/s means 10^6 bytes per second. Everything runs on
+# freshly minted token). Each round runs `curl -o file` of the URL, then a download of the same
+# URL through Downlink (polling `GET /api/v1/downloads/{id}` until it ends), checks the stored
+# file's SHA-256 (read back through the file API). Reports the median MB/s of
+# each (size / time from the start request to `completed` for ours), the ratio of the medians,
+# the dev host's CPU time per GiB and its peak RSS (VmHWM). MB/s means 10^6 bytes per second. Everything runs on
 # 127.0.0.1; every process started here is killed on exit.
 set -euo pipefail
 
 SIZE_MB=${SIZE_MB:-1024}
+# curl and Downlink alternate this many times; medians are reported.
+ROUNDS=${ROUNDS:-3}
 # Upper bound for the dev host's download, seconds (also passed as its `timeout`).
 DOWNLOAD_MAX_TIME=${DOWNLOAD_MAX_TIME:-1800}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -110,70 +114,98 @@ done
 curl -s -o /dev/null -I "$ORIGIN_URL" || die "the origin did not come up"
 log "origin at $ORIGIN_URL (pid $ORIGIN_PID)"
 
-# --- curl baseline -----------------------------------------------------------------------------
-log "curl -o file from the origin"
-read -r CURL_CODE CURL_TIME CURL_BYTES < <(curl -sS --max-time "$CURL_MAX_TIME" -o "$WORK/curl.bin" \
-    -w '%{http_code} %{time_total} %{size_download}\n' "$ORIGIN_URL")
-[[ "$CURL_CODE" == 200 ]] || die "curl from the origin answered $CURL_CODE"
-[[ "$CURL_BYTES" == "$SIZE" ]] || die "curl got $CURL_BYTES of $SIZE bytes"
-rm -f "$WORK/curl.bin"
-CURL_MBPS=$(mbps "$SIZE" "$CURL_TIME")
-log "curl: ${CURL_TIME}s = $CURL_MBPS MB/s"
+# --- rounds ------------------------------------------------------------------------------------
+# This kind of machine is noisy (a 2-core VM whose page-cache writes vary several-fold from one
+# minute to the next), so curl and Downlink alternate for ROUNDS rounds and the medians are
+# compared: each pair runs under the same conditions, after a `sync` (outside the timing).
 
-# --- dev host ----------------------------------------------------------------------------------
+# curl_round: `curl -o` of the origin URL to a file; appends its MB/s to CURL_RUNS.
+curl_round() {
+    local code time bytes
+    read -r code time bytes < <(curl -sS --max-time "$CURL_MAX_TIME" -o "$WORK/curl.bin" \
+        -w '%{http_code} %{time_total} %{size_download}\n' "$ORIGIN_URL")
+    [[ "$code" == 200 ]] || die "curl from the origin answered $code"
+    [[ "$bytes" == "$SIZE" ]] || die "curl got $bytes of $SIZE bytes"
+    rm -f "$WORK/curl.bin"
+    CURL_RUNS+=("$(mbps "$SIZE" "$time")")
+    log "curl -o: ${time}s = ${CURL_RUNS[-1]} MB/s"
+}
+
+# cpu_ticks PID: user + system CPU time of PID in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# download_round: a remote download of the origin URL through the dev host, polled until it
+# ends; checks the stored bytes' SHA-256, appends MB/s to DL_RUNS and the dev host's CPU seconds
+# per GiB to CPU_RUNS. Files are kept (`data (1).bin`, ...): reusing a deleted file's pages
+# would flatter the store, as curl writes a new file each time.
+download_round() {
+    local start_url code id stored record status deadline t0 t1 total cpu0 cpu1 enc sha
+    start_url="$BASE/bench?download=$(urlencode "$ORIGIN_URL")&timeout=$DOWNLOAD_MAX_TIME"
+    cpu0=$(cpu_ticks "$DEVHOST_PID")
+    t0=$(now)
+    code=$(curl -sS --max-time 60 -H "$AUTH" -o "$WORK/start.json" -w '%{http_code}' "$start_url")
+    [[ "$code" == 202 ]] || { cat "$WORK/start.json" >&2; tail -n 20 "$WORK/devhost.err" >&2; die "start answered $code"; }
+    id=$(json_field download_id <"$WORK/start.json")
+    stored=$(json_field path <"$WORK/start.json")
+    [[ -n "$id" && -n "$stored" ]] || die "no download_id/path in $(cat "$WORK/start.json")"
+    deadline=$(( $(date +%s) + DOWNLOAD_MAX_TIME + 30 ))
+    while :; do
+        # Plain bash matching: a python per poll would steal CPU from the transfer.
+        record=$(curl -sS --max-time 30 -H "$AUTH" "$BASE/api/v1/downloads/$id" || true)
+        status=""
+        [[ "$record" =~ \"status\":\"([a-z_]+)\" ]] && status=${BASH_REMATCH[1]}
+        case "$status" in
+            completed|failed|cancelled) break ;;
+        esac
+        [[ $(date +%s) -lt $deadline ]] || die "download still '$status' after ${DOWNLOAD_MAX_TIME}s: $record"
+        kill -0 "$DEVHOST_PID" 2>/dev/null || die "the dev host died mid-download"
+        sleep 0.1
+    done
+    t1=$(now)
+    cpu1=$(cpu_ticks "$DEVHOST_PID")
+    [[ "$status" == completed ]] || { echo "$record" >&2; tail -n 20 "$WORK/devhost.err" >&2; die "download ended $status"; }
+    total=$(json_field total_bytes <<<"$record")
+    [[ "$total" == "$SIZE" ]] || die "record says total_bytes=$total, expected $SIZE"
+    DL_RUNS+=("$(mbps "$SIZE" "$(elapsed "$t0" "$t1")")")
+    CPU_RUNS+=("$(python3 -c 'import sys; t0, t1, hz, size = map(int, sys.argv[1:]); print(f"{(t1 - t0) / hz / (size / 2**30):.2f}")' "$cpu0" "$cpu1" "$(getconf CLK_TCK)" "$SIZE")")
+    log "remote download $id -> $stored: $(elapsed "$t0" "$t1")s = ${DL_RUNS[-1]} MB/s, ${CPU_RUNS[-1]} CPU s/GiB"
+    enc=$(python3 -c 'import sys, urllib.parse; print("/".join(urllib.parse.quote(s, safe="") for s in sys.argv[1].split("/")))' "$stored")
+    sha=$(curl -sS --fail --max-time "$CURL_MAX_TIME" -H "$AUTH" "$BASE/$enc" | sha256sum | cut -d' ' -f1)
+    [[ "$sha" == "$SHA_ORIG" ]] || die "stored file's sha256 $sha != $SHA_ORIG"
+    STATE_BYTES=$(du -sb "$WORK/state" | cut -f1)
+}
+
+median() { python3 -c 'import statistics, sys; print(f"{statistics.median(map(float, sys.argv[1:])):.1f}")' "$@"; }
+
 start_devhost --variable allow_download=true --variable download_allow_private=true
+# Reset the high-water mark, so the peak below is the downloads' and not a one-off compilation
+# of the components at startup (a cold compile cache).
+echo 5 >"/proc/$DEVHOST_PID/clear_refs"
 start_rss_sampler
 
-# --- remote download ---------------------------------------------------------------------------
-START_URL="$BASE/bench?download=$(urlencode "$ORIGIN_URL")&timeout=$DOWNLOAD_MAX_TIME"
-log "GET /bench?download=$ORIGIN_URL"
-T0=$(now)
-START_CODE=$(curl -sS --max-time 60 -H "$AUTH" -o "$WORK/start.json" -w '%{http_code}' "$START_URL")
-[[ "$START_CODE" == 202 ]] || { cat "$WORK/start.json" >&2; tail -n 20 "$WORK/devhost.err" >&2; die "start answered $START_CODE"; }
-ID=$(json_field download_id <"$WORK/start.json")
-STORED_PATH=$(json_field path <"$WORK/start.json")
-[[ -n "$ID" && -n "$STORED_PATH" ]] || die "no download_id/path in $(cat "$WORK/start.json")"
-log "download $ID -> $STORED_PATH"
-
-STATUS=""
-DEADLINE=$(( $(date +%s) + DOWNLOAD_MAX_TIME + 30 ))
-while :; do
-    curl -sS --max-time 30 -H "$AUTH" -o "$WORK/record.json" "$BASE/api/v1/downloads/$ID" || true
-    STATUS=$(json_field status <"$WORK/record.json")
-    case "$STATUS" in
-        completed|failed|cancelled) break ;;
-    esac
-    [[ $(date +%s) -lt $DEADLINE ]] || die "download still '$STATUS' after ${DOWNLOAD_MAX_TIME}s: $(cat "$WORK/record.json")"
-    kill -0 "$DEVHOST_PID" 2>/dev/null || die "the dev host died mid-download"
-    sleep 0.05
+CURL_RUNS=()
+DL_RUNS=()
+CPU_RUNS=()
+for round in $(seq 1 "$ROUNDS"); do
+    log "round $round of $ROUNDS"
+    # Each transfer starts with no dirty pages, so earlier rounds' writeback does not throttle it.
+    sync
+    curl_round
+    sync
+    download_round
 done
-T1=$(now)
-[[ "$STATUS" == completed ]] || { cat "$WORK/record.json" >&2; tail -n 20 "$WORK/devhost.err" >&2; die "download ended $STATUS"; }
-TOTAL=$(json_field total_bytes <"$WORK/record.json")
-[[ "$TOTAL" == "$SIZE" ]] || die "record says total_bytes=$TOTAL, expected $SIZE"
-DL_TIME=$(elapsed "$T0" "$T1")
-DL_MBPS=$(mbps "$SIZE" "$DL_TIME")
-RSS_DL=$(vmhwm_kb "$DEVHOST_PID")
-RATIO=$(ratio "$DL_MBPS" "$CURL_MBPS")
-log "remote download: ${DL_TIME}s = $DL_MBPS MB/s (ours/curl = $RATIO)"
-
-# --- verify ------------------------------------------------------------------------------------
-log "GET the stored file through sha256sum"
-ENC_PATH=$(python3 -c 'import sys, urllib.parse; print("/".join(urllib.parse.quote(s, safe="") for s in sys.argv[1].split("/")))' "$STORED_PATH")
-SHA_DOWN=$(curl -sS --fail --max-time "$CURL_MAX_TIME" -H "$AUTH" "$BASE/$ENC_PATH" | sha256sum | cut -d' ' -f1)
-if [[ "$SHA_DOWN" == "$SHA_ORIG" ]]; then SHA_OK=yes; else SHA_OK="NO ($SHA_DOWN != $SHA_ORIG)"; fi
 stop_rss_sampler "$(vmhwm_kb "$DEVHOST_PID")"
-STATE_BYTES=$(du -sb "$WORK/state" | cut -f1)
+CURL_MBPS=$(median "${CURL_RUNS[@]}")
+DL_MBPS=$(median "${DL_RUNS[@]}")
 
 # --- report ------------------------------------------------------------------------------------
-report_start 36 30
-report_row "file size" "$SIZE bytes (${SIZE_MB} MiB)"
-report_row "curl -o file from the origin MB/s" "$CURL_MBPS (${CURL_TIME}s)"
-report_row "remote download (start->completed)" "$DL_MBPS MB/s (${DL_TIME}s)"
-report_row "ratio ours/curl" "$RATIO"
-report_row "stored file sha256 matches" "$SHA_OK"
-report_row "dev host VmHWM after start" "$(kb_to_mib "$RSS_START")"
-report_row "dev host VmHWM after download" "$(kb_to_mib "$RSS_DL")"
-report_row "dev host VmHWM peak" "$(kb_to_mib "$RSS_PEAK")"
-report_row "state dir on disk" "$(bytes_to_mib "$STATE_BYTES")"
-[[ "$SHA_OK" == yes ]] || exit 1
+report_start 38 48
+report_row "file size" "$SIZE bytes (${SIZE_MB} MiB), $ROUNDS rounds"
+report_row "curl -o file from the origin MB/s" "$CURL_MBPS median (${CURL_RUNS[*]})"
+report_row "remote download (start->completed)" "$DL_MBPS median (${DL_RUNS[*]})"
+report_row "ratio ours/curl (medians)" "$(ratio "$DL_MBPS" "$CURL_MBPS")"
+report_row "dev host CPU s per GiB downloaded" "$(median "${CPU_RUNS[@]}") median (${CPU_RUNS[*]})"
+report_row "stored file sha256 matches" "yes (every round)"
+report_row "dev host VmHWM after start" "$(kb_to_mib "$RSS_START") (includes compiling when cold)"
+report_row "dev host VmHWM peak while downloading" "$(kb_to_mib "$RSS_PEAK")"
+report_row "state dir on disk (all rounds)" "$(bytes_to_mib "$STATE_BYTES")"
