@@ -201,6 +201,7 @@ with zipfile.ZipFile(sys.argv[1]) as z:
         "sizes": [i.file_size for i in infos],
         "crcs": [i.CRC for i in infos],
         "utf8_flags": all(i.flag_bits & 0x800 for i in infos),
+        "utf8_flags_non_ascii": all(i.flag_bits & 0x800 for i in infos if not i.filename.isascii()),
         "descriptors": any(i.flag_bits & 0x8 for i in infos),
         "methods": sorted({i.compress_type for i in infos}),
         "start_dir": z.start_dir,
@@ -208,7 +209,7 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     }))
 "#;
 
-fn python_check(path: &Path, what: &str) -> Option<Json> {
+fn python_check(path: &Path, method: zip::CompressionMethod, what: &str) -> Option<Json> {
     if !tool("python3", "--version") {
         return None;
     }
@@ -216,14 +217,28 @@ fn python_check(path: &Path, what: &str) -> Option<Json> {
     assert!(output.status.success(), "{what}: python zipfile: {}", String::from_utf8_lossy(&output.stderr));
     let report: Json = serde_json::from_slice(&output.stdout).expect("python report");
     assert!(report["bad"].is_null(), "{what}: testzip found a bad entry: {}", report["bad"]);
-    assert_eq!(report["utf8_flags"], json!(true), "{what}: UTF-8 flag missing");
-    assert_eq!(report["descriptors"], json!(false), "{what}: data descriptors used");
-    assert!(report["methods"] == json!([0]) || report["methods"] == json!([]), "{what}: not STORE: {report}");
+    if method == zip::CompressionMethod::Deflated {
+        // The zip crate flags only names that need it; ours flag every name.
+        assert_eq!(report["utf8_flags_non_ascii"], json!(true), "{what}: UTF-8 flag missing");
+        // Streamed: sizes follow each entry's data.
+        assert_eq!(report["descriptors"], json!(true), "{what}: no data descriptors");
+        assert_eq!(report["methods"], json!([8]), "{what}: not DEFLATE: {report}");
+    } else {
+        assert_eq!(report["utf8_flags"], json!(true), "{what}: UTF-8 flag missing");
+        assert_eq!(report["descriptors"], json!(false), "{what}: data descriptors used");
+        assert!(report["methods"] == json!([0]) || report["methods"] == json!([]), "{what}: not STORE: {report}");
+    }
     Some(report)
 }
 
-/// Checks an in-memory archive three ways against the expected entries, in order.
+/// Checks an in-memory STORE archive three ways against the expected entries, in order.
 fn verify_zip(bytes: &[u8], expected: &[(String, Vec<u8>)], what: &str) {
+    verify_zip_method(bytes, expected, zip::CompressionMethod::Stored, what)
+}
+
+/// Checks an in-memory archive whose entries use `method` three ways against the expected
+/// entries, in order.
+fn verify_zip_method(bytes: &[u8], expected: &[(String, Vec<u8>)], method: zip::CompressionMethod, what: &str) {
     // The zip crate: names, sizes, CRCs, method, contents.
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap_or_else(|e| panic!("{what}: zip crate: {e}"));
     assert_eq!(archive.len(), expected.len(), "{what}: entry count");
@@ -231,7 +246,7 @@ fn verify_zip(bytes: &[u8], expected: &[(String, Vec<u8>)], what: &str) {
     for (index, (name, content)) in expected.iter().enumerate() {
         let mut file = archive.by_index(index).unwrap();
         assert_eq!(file.name().unwrap(), name.as_str(), "{what}: name of entry {index}");
-        assert_eq!(file.compression(), zip::CompressionMethod::Stored, "{what}: {name}");
+        assert_eq!(file.compression(), method, "{what}: {name}");
         assert_eq!(file.size(), content.len() as u64, "{what}: size of {name}");
         assert_eq!(file.crc32(), crc32fast::hash(content), "{what}: CRC of {name}");
         let mut read_back = Vec::new();
@@ -243,7 +258,7 @@ fn verify_zip(bytes: &[u8], expected: &[(String, Vec<u8>)], what: &str) {
     let path = dir.path().join("archive.zip");
     std::fs::write(&path, bytes).unwrap();
     unzip_test(&path, what);
-    if let Some(report) = python_check(&path, what) {
+    if let Some(report) = python_check(&path, method, what) {
         let names: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(report["names"], json!(names), "{what}: python names");
         let sizes: Vec<usize> = expected.iter().map(|(_, c)| c.len()).collect();
@@ -416,6 +431,54 @@ fn two_files_make_a_zip_verified_three_ways() {
     expect_status(&resp, 200, "spread files");
     expect_archive_headers(&resp, "downlink_download.zip", "spread files");
     verify_zip(&resp.body, &entries(&[("top.txt", b"top"), ("proj/a/x.txt", &x)]), "spread files");
+}
+
+#[test]
+fn deflate_archives_are_streamed_smaller_without_length_or_ranges() {
+    let app = App::start();
+    let text: Vec<u8> = (0..120_000).flat_map(|i| format!("{i:08} the quick brown fox\n").into_bytes()).collect();
+    let noise = pseudo_random_bytes(12, MIB + 3);
+    app.upload("/logs/app.log", &text);
+    app.upload("/logs/blob ü.bin", &noise);
+    let id = app.prepare(&["/logs/app.log", "/logs/blob ü.bin"]);
+    let store_len = app.multi(&id).body.len();
+    let used_before = app.usage(ALICE)["bytes_sent"].as_u64().unwrap();
+
+    let deflate = |method: &str, headers: &[(&str, &str)]| {
+        app.call(method, &format!("/api/download/multi?id={id}&compression=deflate"), Some(ALICE), headers, b"")
+    };
+    let resp = deflate("POST", &[]);
+    expect_status(&resp, 200, "deflate archive");
+    assert_eq!(resp.header("content-type"), Some("application/zip"));
+    assert!(resp.header("content-disposition").is_some_and(|v| v.contains("logs.zip")), "{:?}", resp.headers);
+    // The compressed length is unknown up front: no Content-Length, no ranges, no ETag.
+    for absent in ["content-length", "accept-ranges", "etag"] {
+        assert_eq!(resp.header(absent), None, "deflate archive: {absent}");
+    }
+    assert!(resp.body.len() < store_len - text.len() / 2, "{} vs STORE {store_len}", resp.body.len());
+    let expected = entries(&[("app.log", &text), ("blob ü.bin", &noise)]);
+    verify_zip_method(&resp.body, &expected, zip::CompressionMethod::Deflated, "deflate archive");
+    wait_bytes_sent(&app, ALICE, used_before + resp.body.len() as u64);
+
+    // A Range cannot be honoured: the whole archive again.
+    let ranged = deflate("GET", &[("Range", "bytes=0-99")]);
+    expect_status(&ranged, 200, "deflate archive with Range");
+    assert_eq!(ranged.body, resp.body, "deflate output is deterministic");
+    let head = deflate("HEAD", &[]);
+    expect_status(&head, 200, "HEAD deflate archive");
+    assert!(head.body.is_empty() && head.header("content-length").is_none());
+
+    // One file is served as itself, compression or not.
+    let single = app.prepare(&["/logs/app.log"]);
+    let path = format!("/api/download/multi?id={single}&compression=deflate");
+    let resp = app.call("POST", &path, Some(ALICE), &[], b"");
+    expect_status(&resp, 200, "single file with compression=deflate");
+    assert!(resp.body == text);
+
+    // Anything but store/deflate is refused, not ignored.
+    let path = format!("/api/download/multi?id={id}&compression=gzip");
+    let body = expect_error(&app.call("POST", &path, Some(ALICE), &[], b""), 400, "INVALID_REQUEST", "gzip");
+    assert!(message(&body).contains("compression"), "{body}");
 }
 
 #[test]
@@ -732,7 +795,7 @@ fn zip64_archive_over_4_gib() {
     drop(archive);
     // Info-ZIP and Python check every entry's CRC.
     unzip_test(&path, "ZIP64 archive");
-    if let Some(report) = python_check(&path, "ZIP64 archive") {
+    if let Some(report) = python_check(&path, zip::CompressionMethod::Stored, "ZIP64 archive") {
         assert_eq!(report["names"], json!(names));
         assert!(report["start_dir"].as_u64().unwrap() > 4 * GIB, "central directory offset");
         assert!(report["max_header_offset"].as_u64().unwrap() > 4 * GIB, "local header offset");

@@ -1,17 +1,19 @@
 //! Step two of a multi-file download (`POST|GET|HEAD /api/download/multi?id=...`): loads the
 //! prepared plan, checks owner (`403`), expiry (`410`) and that every file is unchanged (`409`,
 //! before the first byte), then streams the single file as an attachment or a STORE ZIP laid
-//! out up front (exact `Content-Length`, `Range`/`If-Range` on the archive). Bytes sent count
+//! out up front (exact `Content-Length`, `Range`/`If-Range` on the archive) — or, with
+//! `compression=deflate`, a deflated ZIP streamed without length or ranges. Bytes sent count
 //! towards the caller's bandwidth counter, with an optional quota (`429`);
 //! `GET /api/download/usage` reports it. All rules live in `downlink-core`.
 
 use downlink_core::auth::{Principal, Scope};
 use downlink_core::blob::chunk_key;
-use downlink_core::http::{plan_response, ConditionalHeaders, Representation, ResponsePlan};
+use downlink_core::deflate_zip::{ArchiveCompression, DeflateZipWriter};
+use downlink_core::http::{format_http_date, plan_response, ConditionalHeaders, Representation, ResponsePlan};
 use downlink_core::prepare::{plan_key, validate_plan_id, BandwidthUsage, PlanEntry, PlanHead, PreparedPlan};
 use downlink_core::query::Query;
 use downlink_core::storage::{read_meta, Storage};
-use downlink_core::zip::{Segment, ZipLayout};
+use downlink_core::zip::{Segment, ZipLayout, ZIP_CONTENT_TYPE};
 use downlink_core::{ApiError, ErrorCode};
 use downlink_spin::bandwidth::{self, CountingSink};
 use downlink_spin::http::{send_bytes, send_error, start_response, RequestHead};
@@ -81,11 +83,20 @@ fn usage<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) -> 
     Ok(BandwidthUsage::new(&principal.name, used, quota).to_json_bytes())
 }
 
+/// What the body of a download is.
+enum Body {
+    /// The one file of the plan (or a range of it).
+    Single,
+    /// The STORE archive, laid out up front (or a range of it).
+    StoredZip(ZipLayout),
+    /// The deflated archive, streamed whole.
+    DeflatedZip,
+}
+
 /// A download decided and checked, ready to send.
 struct Download {
     plan: PreparedPlan,
-    /// The archive layout (`None` for a single file).
-    layout: Option<ZipLayout>,
+    body: Body,
     response: ResponsePlan,
     head_only: bool,
     /// Whose bandwidth counter the bytes go to.
@@ -102,6 +113,7 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
         ApiError::invalid_request("missing the `id` query parameter: /api/download/multi?id=<id from prepare>")
     })?;
     let id = validate_plan_id(raw_id)?;
+    let compression = ArchiveCompression::from_param(query.get("compression"))?;
     let plan = load_plan(storage, &id, &principal.name)?;
 
     // Every file must still be exactly what was prepared: the sizes and CRCs are in the
@@ -110,6 +122,7 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
         entry.check_current(read_meta(storage, &entry.path)?.as_ref())?;
     }
 
+    let head_only = head.method == Method::Head;
     let (layout, size) = if plan.is_archive() {
         let layout = plan.zip_layout()?;
         let size = layout.total_len();
@@ -117,6 +130,24 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
     } else {
         (None, plan.entries[0].size)
     };
+    if plan.is_archive() && compression == ArchiveCompression::Deflate {
+        // The compressed size is unknown until sent: no length, no ranges, no validators to
+        // resume against. The STORE size is what the quota is checked against.
+        let response = ResponsePlan {
+            status: 200,
+            headers: vec![
+                ("content-type", ZIP_CONTENT_TYPE.to_string()),
+                ("last-modified", format_http_date(plan.last_modified())),
+                ("content-disposition", plan.content_disposition()),
+                ("cache-control", "private".to_string()),
+            ],
+            range: None,
+            has_body: true,
+        };
+        bandwidth::check_before_sending(storage, &principal.name, if head_only { 0 } else { size })?;
+        let principal = principal.name.clone();
+        return Ok(Box::new(Download { plan, body: Body::DeflatedZip, response, head_only, principal }));
+    }
     let etag = plan.etag();
     let content_type = match plan.content_type() {
         "" => FALLBACK_CONTENT_TYPE,
@@ -131,7 +162,6 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
     let mut response = plan_response(&representation, conditional)?;
     response.headers.push(("content-disposition", plan.content_disposition()));
     response.headers.push(("cache-control", "private".to_string()));
-    let head_only = head.method == Method::Head;
 
     let about_to_send = match (response.has_body && !head_only, response.range) {
         (false, _) => 0,
@@ -139,7 +169,11 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
         (true, None) => size,
     };
     bandwidth::check_before_sending(storage, &principal.name, about_to_send)?;
-    Ok(Box::new(Download { plan, layout, response, head_only, principal: principal.name.clone() }))
+    let body = match layout {
+        Some(layout) => Body::StoredZip(layout),
+        None => Body::Single,
+    };
+    Ok(Box::new(Download { plan, body, response, head_only, principal: principal.name.clone() }))
 }
 
 /// The plan `id`, for `principal`: unknown → `404`, another principal's → `403`, expired →
@@ -177,9 +211,10 @@ impl Download {
             return Ok(());
         }
         let mut sink = CountingSink::new(body, storage, &self.principal);
-        let sent = match &self.layout {
-            Some(layout) => send_archive(storage, &self.plan, layout, &self.response, &mut sink),
-            None => {
+        let sent = match &self.body {
+            Body::StoredZip(layout) => send_archive(storage, &self.plan, layout, &self.response, &mut sink),
+            Body::DeflatedZip => send_deflated_archive(storage, &self.plan, &mut sink),
+            Body::Single => {
                 let entry = &self.plan.entries[0];
                 let (offset, len) = match self.response.range {
                     Some(range) => (range.start, range.len()),
@@ -213,6 +248,21 @@ fn send_archive<S: Storage>(
     Ok(())
 }
 
+/// The whole deflated archive: every entry compressed as its chunks are read; the writer
+/// checks each against the size and CRC-32 from prepare.
+fn send_deflated_archive<S: Storage>(
+    storage: &S,
+    plan: &PreparedPlan,
+    sink: &mut CountingSink<'_, S>,
+) -> Result<(), ApiError> {
+    let mut archive = DeflateZipWriter::new(sink);
+    for (entry, zip_entry) in plan.entries.iter().zip(plan.zip_entries()) {
+        archive.start_entry(&zip_entry)?;
+        for_each_slice(storage, entry, 0, entry.size, |part| archive.write(part))?;
+    }
+    archive.finish().map(drop)
+}
+
 /// Copies `len` bytes of `entry`'s content from `offset`, one stored chunk at a time. A whole
 /// entry is also checked against its CRC-32; on any mismatch the error stops the response
 /// before it is finished.
@@ -223,10 +273,32 @@ fn send_entry<S: Storage>(
     len: u64,
     sink: &mut CountingSink<'_, S>,
 ) -> Result<(), ApiError> {
+    let mut crc = (offset == 0 && len == entry.size).then(crc32fast::Hasher::new);
+    for_each_slice(storage, entry, offset, len, |part| {
+        if let Some(crc) = &mut crc {
+            crc.update(part);
+        }
+        sink.write(part)
+    })?;
+    if let Some(crc) = crc {
+        if crc.finalize() != entry.crc32 {
+            return Err(ApiError::storage(format!("`/{}` failed its CRC-32 check", entry.path)));
+        }
+    }
+    Ok(())
+}
+
+/// Reads `len` bytes of `entry` from `offset`, one stored chunk at a time, into `consume`.
+fn for_each_slice<S: Storage>(
+    storage: &S,
+    entry: &PlanEntry,
+    offset: u64,
+    len: u64,
+    mut consume: impl FnMut(&[u8]) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
     let Some(chunks) = entry.chunk_plan(offset, len) else {
         return if len == 0 { Ok(()) } else { Err(ApiError::internal("range outside the file")) };
     };
-    let mut crc = (offset == 0 && len == entry.size).then(crc32fast::Hasher::new);
     for slice in chunks {
         let bytes = storage.get(&chunk_key(&entry.blob_id, slice.index))?.ok_or_else(|| {
             ApiError::storage(format!("chunk {} of `/{}` vanished during the download", slice.index, entry.path))
@@ -234,16 +306,7 @@ fn send_entry<S: Storage>(
         if bytes.len() != slice.expected_len {
             return Err(ApiError::storage(format!("chunk {} of `/{}` has the wrong length", slice.index, entry.path)));
         }
-        let part = &bytes[slice.start..slice.end];
-        if let Some(crc) = &mut crc {
-            crc.update(part);
-        }
-        sink.write(part)?;
-    }
-    if let Some(crc) = crc {
-        if crc.finalize() != entry.crc32 {
-            return Err(ApiError::storage(format!("`/{}` failed its CRC-32 check", entry.path)));
-        }
+        consume(&bytes[slice.start..slice.end])?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! - [`query`]: query strings and the gateway's dispatch rule.
 //! - [`download`]: remote URL downloads: URL policy, records, progress, history.
 //! - [`zip`]: ZIP layout computed up front, served by byte range.
+//! - [`deflate_zip`]: the streamed, deflated archive of `compression=deflate`.
 //! - [`storage`]: the key-value trait backends implement and the file operations on it.
 
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@
 
 pub mod auth;
 pub mod blob;
+pub mod deflate_zip;
 pub mod download;
 pub mod error;
 pub mod http;

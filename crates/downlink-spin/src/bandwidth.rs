@@ -101,6 +101,18 @@ impl<'a, S: Storage + ?Sized> CountingSink<'a, S> {
     }
 }
 
+/// For writers built on `std::io` (the deflate archive): errors carry the `ApiError` message.
+impl<S: Storage + ?Sized> std::io::Write for CountingSink<'_, S> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        CountingSink::write(self, data).map_err(|e| std::io::Error::other(e.message))?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl<S: Storage + ?Sized> Drop for CountingSink<'_, S> {
     /// A body that broke off still counts what was sent.
     fn drop(&mut self) {
