@@ -9,7 +9,7 @@
 use downlink_core::auth::{Principal, Scope};
 use downlink_core::blob::chunk_key;
 use downlink_core::deflate_zip::{ArchiveCompression, DeflateZipWriter};
-use downlink_core::http::{format_http_date, plan_response, ConditionalHeaders, Representation, ResponsePlan};
+use downlink_core::http::{plan_response, ConditionalHeaders, Representation, ResponsePlan};
 use downlink_core::prepare::{plan_key, validate_plan_id, BandwidthUsage, PlanEntry, PlanHead, PreparedPlan};
 use downlink_core::query::Query;
 use downlink_core::storage::{read_meta, Storage};
@@ -133,17 +133,9 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
     if plan.is_archive() && compression == ArchiveCompression::Deflate {
         // The compressed size is unknown until sent: no length, no ranges, no validators to
         // resume against. The STORE size is what the quota is checked against.
-        let response = ResponsePlan {
-            status: 200,
-            headers: vec![
-                ("content-type", ZIP_CONTENT_TYPE.to_string()),
-                ("last-modified", format_http_date(plan.last_modified())),
-                ("content-disposition", plan.content_disposition()),
-                ("cache-control", "private".to_string()),
-            ],
-            range: None,
-            has_body: true,
-        };
+        let mut response = ResponsePlan::streamed(ZIP_CONTENT_TYPE, plan.last_modified());
+        response.headers.push(("content-disposition", plan.content_disposition()));
+        response.headers.push(("cache-control", "private".to_string()));
         bandwidth::check_before_sending(storage, &principal.name, if head_only { 0 } else { size })?;
         let principal = principal.name.clone();
         return Ok(Box::new(Download { plan, body: Body::DeflatedZip, response, head_only, principal }));

@@ -324,6 +324,23 @@ pub struct ResponsePlan {
     pub has_body: bool,
 }
 
+impl ResponsePlan {
+    /// A `200` for a body generated while it is sent, whose length is unknown up front (e.g.
+    /// a deflated archive): no `Content-Length`, no ranges and no `ETag` (nothing to resume or
+    /// revalidate against), just the type and `Last-Modified`. Request headers do not change it.
+    pub fn streamed(content_type: &str, last_modified: u64) -> ResponsePlan {
+        ResponsePlan {
+            status: 200,
+            headers: vec![
+                ("content-type", content_type.to_string()),
+                ("last-modified", format_http_date(last_modified)),
+            ],
+            range: None,
+            has_body: true,
+        }
+    }
+}
+
 /// Plans the answer to a GET/HEAD of `rep`: `304` when `If-None-Match` matches, `206` for a
 /// satisfiable single `Range` that `If-Range` (if any) allows, `200` otherwise; an
 /// unsatisfiable range is `416` (the error carries `Content-Range: bytes */size`).
@@ -358,6 +375,19 @@ pub fn plan_response(rep: &Representation<'_>, request: ConditionalHeaders<'_>) 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn streamed_responses_promise_no_length_or_ranges() {
+        let plan = ResponsePlan::streamed("application/zip", 784_111_777);
+        assert_eq!((plan.status, plan.range, plan.has_body), (200, None, true));
+        assert_eq!(
+            plan.headers,
+            vec![
+                ("content-type", "application/zip".to_string()),
+                ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT".to_string()),
+            ]
+        );
+    }
+
     use super::*;
 
     fn partial(start: u64, end: u64) -> RangeDecision {
