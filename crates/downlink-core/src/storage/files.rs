@@ -939,6 +939,11 @@ mod tests {
         WriteOptions { chunk_size: 4, chunks_per_batch: 1, ..WriteOptions::default() }
     }
 
+    /// 4-byte chunks, stored three at a time.
+    fn batches_of_three() -> WriteOptions {
+        WriteOptions { chunks_per_batch: 3, ..small_chunks() }
+    }
+
     fn put(storage: &MemoryStorage, path: &str, blob: &str, content: &[u8]) -> FileMeta {
         write_file(storage, &p(path), id(blob), [content], small_chunks(), NOW).unwrap()
     }
@@ -1357,8 +1362,7 @@ mod tests {
     #[test]
     fn chunks_are_stored_a_batch_at_a_time() {
         let storage = MemoryStorage::new();
-        let options = WriteOptions { chunk_size: 4, chunks_per_batch: 3, ..WriteOptions::default() };
-        let mut writer = FileWriter::begin(&storage, p("f"), id("b1"), options, NOW).unwrap();
+        let mut writer = FileWriter::begin(&storage, p("f"), id("b1"), batches_of_three(), NOW).unwrap();
         writer.write(b"0123456789").unwrap();
         assert!(chunk_keys(&storage).is_empty(), "two chunks wait for the third");
         writer.write(b"ab").unwrap();
@@ -1374,8 +1378,7 @@ mod tests {
     #[test]
     fn crash_in_the_middle_of_a_batch_leaves_nothing_visible() {
         let storage = MemoryStorage::new();
-        let options = WriteOptions { chunk_size: 4, chunks_per_batch: 3, ..WriteOptions::default() };
-        let mut writer = FileWriter::begin(&storage, p("f"), id("b1"), options, NOW).unwrap();
+        let mut writer = FileWriter::begin(&storage, p("f"), id("b1"), batches_of_three(), NOW).unwrap();
         writer.write(b"01234567").unwrap();
         // The batch's second set fails: a partial batch is stored, as `set_many` allows.
         storage.set_fault(Some(Fault::CrashAtWrite(storage.write_count() + 2)));
