@@ -89,8 +89,8 @@ enum Body {
     Single,
     /// The STORE archive, laid out up front (or a range of it).
     StoredZip(ZipLayout),
-    /// The deflated archive, streamed whole.
-    DeflatedZip,
+    /// The deflated archive, streamed whole (the STORE layout names its entries).
+    DeflatedZip(ZipLayout),
 }
 
 /// A download decided and checked, ready to send.
@@ -130,28 +130,25 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
     } else {
         (None, plan.entries[0].size)
     };
-    if plan.is_archive() && compression == ArchiveCompression::Deflate {
+    let deflate = layout.is_some() && compression == ArchiveCompression::Deflate;
+    let mut response = if deflate {
         // The compressed size is unknown until sent: no length, no ranges, no validators to
         // resume against. The STORE size is what the quota is checked against.
-        let mut response = ResponsePlan::streamed(ZIP_CONTENT_TYPE, plan.last_modified());
-        response.headers.push(("content-disposition", plan.content_disposition()));
-        response.headers.push(("cache-control", "private".to_string()));
-        bandwidth::check_before_sending(storage, &principal.name, if head_only { 0 } else { size })?;
-        let principal = principal.name.clone();
-        return Ok(Box::new(Download { plan, body: Body::DeflatedZip, response, head_only, principal }));
-    }
-    let etag = plan.etag();
-    let content_type = match plan.content_type() {
-        "" => FALLBACK_CONTENT_TYPE,
-        other => other,
+        ResponsePlan::streamed(ZIP_CONTENT_TYPE, plan.last_modified())
+    } else {
+        let etag = plan.etag();
+        let content_type = match plan.content_type() {
+            "" => FALLBACK_CONTENT_TYPE,
+            other => other,
+        };
+        let representation = Representation { size, etag: &etag, last_modified: plan.last_modified(), content_type };
+        let conditional = ConditionalHeaders {
+            range: head.header("range"),
+            if_range: head.header("if-range"),
+            if_none_match: head.header("if-none-match"),
+        };
+        plan_response(&representation, conditional)?
     };
-    let representation = Representation { size, etag: &etag, last_modified: plan.last_modified(), content_type };
-    let conditional = ConditionalHeaders {
-        range: head.header("range"),
-        if_range: head.header("if-range"),
-        if_none_match: head.header("if-none-match"),
-    };
-    let mut response = plan_response(&representation, conditional)?;
     response.headers.push(("content-disposition", plan.content_disposition()));
     response.headers.push(("cache-control", "private".to_string()));
 
@@ -162,6 +159,7 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
     };
     bandwidth::check_before_sending(storage, &principal.name, about_to_send)?;
     let body = match layout {
+        Some(layout) if deflate => Body::DeflatedZip(layout),
         Some(layout) => Body::StoredZip(layout),
         None => Body::Single,
     };
@@ -205,7 +203,7 @@ impl Download {
         let mut sink = CountingSink::new(body, storage, &self.principal);
         let sent = match &self.body {
             Body::StoredZip(layout) => send_archive(storage, &self.plan, layout, &self.response, &mut sink),
-            Body::DeflatedZip => send_deflated_archive(storage, &self.plan, &mut sink),
+            Body::DeflatedZip(layout) => send_deflated_archive(storage, &self.plan, layout, &mut sink),
             Body::Single => {
                 let entry = &self.plan.entries[0];
                 let (offset, len) = match self.response.range {
@@ -245,11 +243,13 @@ fn send_archive<S: Storage>(
 fn send_deflated_archive<S: Storage>(
     storage: &S,
     plan: &PreparedPlan,
+    layout: &ZipLayout,
     sink: &mut CountingSink<'_, S>,
 ) -> Result<(), ApiError> {
     let mut archive = DeflateZipWriter::new(sink);
-    for (entry, zip_entry) in plan.entries.iter().zip(plan.zip_entries()) {
-        archive.start_entry(&zip_entry)?;
+    for (index, entry) in plan.entries.iter().enumerate() {
+        let zip_entry = layout.entry(index).ok_or_else(|| ApiError::internal("layout and plan disagree"))?;
+        archive.start_entry(zip_entry)?;
         for_each_slice(storage, entry, 0, entry.size, |part| archive.write(part))?;
     }
     archive.finish().map(drop)
