@@ -212,7 +212,10 @@ fn assert_counter_sequence(responses: &[Resp], n: u64, what: &str) {
 
 #[test]
 fn cas_50_concurrent_increments_on_sqlite() {
+    // Spin's SQLite swap is exact on a key that exists (`UPDATE ... WHERE value = old`);
+    // on an absent key it is an upsert (see `sqlite_swap_matches_spin`), so start from "0".
     let host = app();
+    expect_status(&host.put("/kv/counter", b"0"), 200, "PUT counter");
     let responses = concurrent_posts(&host, "/cas/counter", 50);
     assert_counter_sequence(&responses, 50, "CAS on SQLite");
     let final_value = host.get("/kv/counter");
@@ -222,29 +225,82 @@ fn cas_50_concurrent_increments_on_sqlite() {
 
 #[test]
 fn cas_retry_with_handle_returned_by_cas_failed() {
-    // `cas-failed` must hand back a handle updated to the latest version.
+    // `cas-failed` hands back a ticket whose `current` is the latest value, as Spin's does.
     let host = app();
+    expect_status(&host.put("/kv/counter2", b"0"), 200, "PUT counter2");
     let responses = concurrent_posts(&host, "/cas/counter2?mode=handle", 20);
     assert_counter_sequence(&responses, 20, "CAS retrying with the returned handle");
     assert_eq!(host.get("/kv/counter2").text(), "20");
 }
 
+/// `POST /cas-probe/{key}` as JSON: what `current` saw, what `swap` reported, the value after.
+fn cas_probe(host: &DevHost, key: &str, new: &str, interfere: Option<&str>) -> (Json, String, Json) {
+    let query = interfere.map(|v| format!("?interfere={v}")).unwrap_or_default();
+    let resp = host.post(&format!("/cas-probe/{key}{query}"), new.as_bytes());
+    expect_status(&resp, 200, "cas-probe");
+    let body: Json = serde_json::from_slice(&resp.body).expect("cas-probe JSON");
+    (body["saw"].clone(), body["swap"].as_str().unwrap_or_default().to_owned(), body["after"].clone())
+}
+
 #[test]
-fn cas_and_increment_on_redis() {
-    let Some(redis) = RedisServer::start_or_skip("cas_and_increment_on_redis") else {
+fn sqlite_swap_matches_spin() {
+    // Spin 4.0.2, crates/key-value-spin/src/store.rs: swap is `UPDATE ... WHERE value = old`
+    // when `current` found the key, an unconditional upsert when it found none.
+    let host = app();
+    let (saw, swap, after) = cas_probe(&host, "fresh", "mine", Some("theirs"));
+    assert_eq!((saw, swap.as_str(), after), (Json::Null, "ok", Json::from("mine")), "absent: upsert over theirs");
+    expect_status(&host.put("/kv/held", b"a"), 200, "PUT held");
+    let (_, swap, after) = cas_probe(&host, "held", "mine", Some("b"));
+    assert_eq!((swap.as_str(), after), ("cas-failed", Json::from("b")), "existing: exact");
+    let (saw, swap, after) = cas_probe(&host, "held", "c", None);
+    assert_eq!((saw, swap.as_str(), after), (Json::from("b"), "ok", Json::from("c")));
+}
+
+#[test]
+fn sqlite_counters_use_spins_encoding_and_text_breaks_the_store() {
+    let host = app();
+    assert_eq!(host.post("/incr/n?delta=3000", b"").text(), "3000");
+    assert_eq!(host.get("/kv/n").body, 3000i64.to_le_bytes(), "8 little-endian bytes, as Spin writes");
+    // Spin panics on a counter that is not 8 bytes, holding the store's lock: that request
+    // fails, and so does every later key-value call until the host restarts.
+    expect_status(&host.put("/kv/text", b"3000"), 200, "PUT text");
+    assert_eq!(host.post("/incr/text?delta=1", b"").status, 500, "increment of decimal text");
+    assert_eq!(host.get("/kv/n").status, 500, "the store stays broken");
+}
+
+#[test]
+fn redis_swap_matches_spin() {
+    // Spin 4.0.2, crates/key-value-redis/src/store.rs: WATCH/GET, then MULTI/SET/EXEC and
+    // `UNWATCH key`, which Redis rejects, so every swap reports `cas-failed`.
+    let Some(redis) = RedisServer::start_or_skip("redis_swap_matches_spin") else {
         return;
     };
-    let tmp = tempdir("rtc-redis");
+    let host = redis_app(&redis, "rtc-redis-swap");
+    let (saw, swap, after) = cas_probe(&host, "fresh", "mine", None);
+    assert_eq!((saw, swap.as_str(), after), (Json::Null, "cas-failed", Json::from("mine")), "written, reported failed");
+    let (_, swap, after) = cas_probe(&host, "fresh", "again", Some("theirs"));
+    assert_eq!((swap.as_str(), after), ("cas-failed", Json::from("theirs")), "changed since WATCH: not written");
+}
+
+fn redis_app(redis: &RedisServer, name: &str) -> DevHost {
+    let tmp = tempdir(name);
     let rtc = tmp.path().join("runtime-config.toml");
     write_file(&rtc, &format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url()));
     let host = app_builder().runtime_config(&rtc).start().unwrap_or_else(|f| panic!("{f}"));
+    drop(tmp);
+    host
+}
 
-    let responses = concurrent_posts(&host, "/cas/counter", 50);
-    assert_counter_sequence(&responses, 50, "CAS on Redis");
-    assert_eq!(host.get("/kv/counter").text(), "50");
+#[test]
+fn increment_and_batch_on_redis() {
+    let Some(redis) = RedisServer::start_or_skip("increment_and_batch_on_redis") else {
+        return;
+    };
+    let host = redis_app(&redis, "rtc-redis");
 
     let responses = concurrent_posts(&host, "/incr/hits?delta=1", 20);
     assert_counter_sequence(&responses, 20, "increment on Redis");
+    assert_eq!(host.get("/kv/hits").text(), "20", "INCRBY keeps decimal text");
 
     expect_status(&host.post("/batch", b"r1=one\nr2=two"), 200, "set-many on Redis");
     assert_eq!(host.get("/kv/r2").text(), "two");

@@ -305,6 +305,7 @@ impl App {
             component: component.clone(),
             app: self.clone(),
             limits: StoreLimitsBuilder::new().memory_size(MAX_INSTANCE_MEMORY).build(),
+            spent_cas: Vec::new(),
         };
         let mut store = Store::new(component.pre.engine(), state);
         store.limiter(|s| &mut s.limits);

@@ -3,7 +3,7 @@
 //! `wasi:keyvalue@0.2.0-draft2` (store, atomics, batch).
 
 use crate::app::{App, ComponentRuntime};
-use crate::kv::KvStore;
+use crate::kv::{CasTicket, HostPanic, KvStore, SwapReport};
 use crate::send::OutboundHooks;
 use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTable};
@@ -30,11 +30,10 @@ pub struct KvHandle {
     store: KvStore,
 }
 
-/// A compare-and-swap ticket: the key and the value observed when it was created.
+/// A compare-and-swap in progress (see [`CasTicket`] for each backend's semantics).
 pub struct CasHandle {
     store: KvStore,
-    key: String,
-    observed: Option<Vec<u8>>,
+    ticket: CasTicket,
 }
 
 /// Everything one component instance's host calls can reach.
@@ -46,6 +45,9 @@ pub struct InstanceState {
     pub(crate) component: Arc<ComponentRuntime>,
     pub(crate) app: Arc<App>,
     pub(crate) limits: StoreLimits,
+    /// Tickets consumed by `swap`. Spin 4.0.2 never removes those from its table, so each one
+    /// (with its Redis connection) lives until the instance ends; so do they here.
+    pub(crate) spent_cas: Vec<CasTicket>,
 }
 
 impl WasiView for InstanceState {
@@ -78,12 +80,29 @@ impl InstanceState {
         Ok(self.table.get(handle)?.store.clone())
     }
 
-    fn log_kv_error(&self, op: &str, err: &anyhow::Error) {
-        eprintln!("[{}] key-value {op} failed: {err:#}", self.component.id);
+    /// Logs a failed key-value call (one line, naming the component) and passes it on.
+    fn logged<T>(&self, op: &str, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        if let Err(err) = &result {
+            eprintln!("[{}] key-value {op} failed: {err:#}", self.component.id);
+        }
+        result
     }
 }
 
 // ---- fermyon:spin/key-value@2.0.0 -------------------------------------------------------------
+
+/// A store error becomes the guest's `Ok(Err(..))`; a [`HostPanic`] traps the instance, as
+/// a panic inside Spin's host call fails the request.
+fn guest_result<T, E>(
+    result: anyhow::Result<T>,
+    to_guest: impl FnOnce(anyhow::Error) -> E,
+) -> wasmtime::Result<Result<T, E>> {
+    match result {
+        Ok(value) => Ok(Ok(value)),
+        Err(e) if e.downcast_ref::<HostPanic>().is_some() => Err(wasmtime::Error::from_anyhow(e)),
+        Err(e) => Ok(Err(to_guest(e))),
+    }
+}
 
 fn spin_kv_error(e: anyhow::Error) -> spin_kv::Error {
     spin_kv::Error::Other(format!("{e:#}"))
@@ -105,8 +124,8 @@ impl spin_kv::HostStore for InstanceState {
         h: Resource<KvHandle>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, spin_kv::Error>> {
-        let store = self.store_of(&h)?;
-        Ok(store.get(key).await.inspect_err(|e| self.log_kv_error("get", e)).map_err(spin_kv_error))
+        let result = self.store_of(&h)?.get(key).await;
+        guest_result(self.logged("get", result), spin_kv_error)
     }
 
     async fn set(
@@ -115,23 +134,23 @@ impl spin_kv::HostStore for InstanceState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
-        let store = self.store_of(&h)?;
-        Ok(store.set(key, value).await.inspect_err(|e| self.log_kv_error("set", e)).map_err(spin_kv_error))
+        let result = self.store_of(&h)?.set(key, value).await;
+        guest_result(self.logged("set", result), spin_kv_error)
     }
 
     async fn delete(&mut self, h: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<(), spin_kv::Error>> {
-        let store = self.store_of(&h)?;
-        Ok(store.delete(key).await.map_err(spin_kv_error))
+        let result = self.store_of(&h)?.delete(key).await;
+        guest_result(self.logged("delete", result), spin_kv_error)
     }
 
     async fn exists(&mut self, h: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<bool, spin_kv::Error>> {
-        let store = self.store_of(&h)?;
-        Ok(store.exists(key).await.map_err(spin_kv_error))
+        let result = self.store_of(&h)?.exists(key).await;
+        guest_result(self.logged("exists", result), spin_kv_error)
     }
 
     async fn get_keys(&mut self, h: Resource<KvHandle>) -> wasmtime::Result<Result<Vec<String>, spin_kv::Error>> {
-        let store = self.store_of(&h)?;
-        Ok(store.keys().await.map_err(spin_kv_error))
+        let result = self.store_of(&h)?.keys().await;
+        guest_result(self.logged("get-keys", result), spin_kv_error)
     }
 
     async fn drop(&mut self, h: Resource<KvHandle>) -> wasmtime::Result<()> {
@@ -173,8 +192,8 @@ impl wasi_store::HostBucket for InstanceState {
         h: Resource<KvHandle>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
-        let store = self.store_of(&h)?;
-        Ok(store.get(key).await.inspect_err(|e| self.log_kv_error("get", e)).map_err(wasi_kv_error))
+        let result = self.store_of(&h)?.get(key).await;
+        guest_result(self.logged("get", result), wasi_kv_error)
     }
 
     async fn set(
@@ -183,13 +202,13 @@ impl wasi_store::HostBucket for InstanceState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        let store = self.store_of(&h)?;
-        Ok(store.set(key, value).await.inspect_err(|e| self.log_kv_error("set", e)).map_err(wasi_kv_error))
+        let result = self.store_of(&h)?.set(key, value).await;
+        guest_result(self.logged("set", result), wasi_kv_error)
     }
 
     async fn delete(&mut self, h: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        let store = self.store_of(&h)?;
-        Ok(store.delete(key).await.map_err(wasi_kv_error))
+        let result = self.store_of(&h)?.delete(key).await;
+        guest_result(self.logged("delete", result), wasi_kv_error)
     }
 
     async fn exists(
@@ -197,8 +216,8 @@ impl wasi_store::HostBucket for InstanceState {
         h: Resource<KvHandle>,
         key: String,
     ) -> wasmtime::Result<Result<bool, wasi_store::Error>> {
-        let store = self.store_of(&h)?;
-        Ok(store.exists(key).await.map_err(wasi_kv_error))
+        let result = self.store_of(&h)?.exists(key).await;
+        guest_result(self.logged("exists", result), wasi_kv_error)
     }
 
     async fn list_keys(
@@ -208,10 +227,10 @@ impl wasi_store::HostBucket for InstanceState {
     ) -> wasmtime::Result<Result<wasi_store::KeyResponse, wasi_store::Error>> {
         // Spin does not support cursors: everything comes back in one page.
         if cursor.is_some() {
-            return Ok(Err(wasi_store::Error::Other("list-keys: cursors are not supported".into())));
+            return Ok(Err(wasi_store::Error::Other("list_keys: cursor not supported".into())));
         }
-        let store = self.store_of(&h)?;
-        Ok(store.keys().await.map(|keys| wasi_store::KeyResponse { keys, cursor: None }).map_err(wasi_kv_error))
+        let result = self.store_of(&h)?.keys().await.map(|keys| wasi_store::KeyResponse { keys, cursor: None });
+        guest_result(self.logged("list-keys", result), wasi_kv_error)
     }
 
     async fn drop(&mut self, h: Resource<KvHandle>) -> wasmtime::Result<()> {
@@ -227,41 +246,37 @@ impl wasi_atomics::Host for InstanceState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, wasi_store::Error>> {
-        let store = self.store_of(&h)?;
-        Ok(store.increment(key, delta).await.inspect_err(|e| self.log_kv_error("increment", e)).map_err(wasi_kv_error))
+        let result = self.store_of(&h)?.increment(key, delta).await;
+        guest_result(self.logged("increment", result), wasi_kv_error)
     }
 
+    /// Spin's `swap`: whatever the backend reports (see [`crate::kv`]); on `cas-failed` the guest
+    /// gets a new ticket whose `current` was already read, as Spin's host does.
     async fn swap(
         &mut self,
         cas: Resource<CasHandle>,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_atomics::CasError>> {
-        let ticket = self.table.get(&cas)?;
-        let (store, key, observed) = (ticket.store.clone(), ticket.key.clone(), ticket.observed.clone());
-        match store.compare_and_swap(key, observed, value).await {
-            Ok(true) => {
-                self.table.delete(cas)?;
-                Ok(Ok(()))
+        let CasHandle { store, mut ticket } = self.table.delete(cas)?;
+        let report = ticket.swap(value).await;
+        let key = ticket.key().to_owned();
+        self.spent_cas.push(ticket);
+        let outcome = match report {
+            Ok(SwapReport::Swapped) => Ok(None),
+            Ok(SwapReport::CasFailed) => async {
+                let mut fresh = store.new_cas(key).await?;
+                fresh.current().await?;
+                Ok(Some(fresh))
             }
-            // The ticket goes back to the guest refreshed to the latest value (as the WIT
-            // contract requires), so it can inspect `current` and retry with it.
-            Ok(false) => {
-                let key = self.table.get(&cas)?.key.clone();
-                match store.get(key).await {
-                    Ok(latest) => {
-                        self.table.get_mut(&cas)?.observed = latest;
-                        Ok(Err(wasi_atomics::CasError::CasFailed(cas)))
-                    }
-                    Err(e) => {
-                        self.table.delete(cas)?;
-                        Ok(Err(wasi_atomics::CasError::StoreError(wasi_kv_error(e))))
-                    }
-                }
+            .await,
+            Err(e) => Err(e),
+        };
+        match guest_result(self.logged("swap", outcome), wasi_kv_error)? {
+            Ok(None) => Ok(Ok(())),
+            Ok(Some(ticket)) => {
+                Ok(Err(wasi_atomics::CasError::CasFailed(self.table.push(CasHandle { store, ticket })?)))
             }
-            Err(e) => {
-                self.table.delete(cas)?;
-                Ok(Err(wasi_atomics::CasError::StoreError(wasi_kv_error(e))))
-            }
+            Err(e) => Ok(Err(wasi_atomics::CasError::StoreError(e))),
         }
     }
 }
@@ -273,18 +288,19 @@ impl wasi_atomics::HostCas for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<Resource<CasHandle>, wasi_store::Error>> {
         let store = self.store_of(&h)?;
-        let observed = match store.get(key.clone()).await {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(wasi_kv_error(e))),
-        };
-        Ok(Ok(self.table.push(CasHandle { store, key, observed })?))
+        let result = store.new_cas(key).await;
+        match guest_result(self.logged("cas", result), wasi_kv_error)? {
+            Ok(ticket) => Ok(Ok(self.table.push(CasHandle { store, ticket })?)),
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     async fn current(
         &mut self,
         cas: Resource<CasHandle>,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
-        Ok(Ok(self.table.get(&cas)?.observed.clone()))
+        let result = self.table.get_mut(&cas)?.ticket.current().await;
+        guest_result(self.logged("cas current", result), wasi_kv_error)
     }
 
     async fn drop(&mut self, cas: Resource<CasHandle>) -> wasmtime::Result<()> {
@@ -299,15 +315,8 @@ impl wasi_batch::Host for InstanceState {
         h: Resource<KvHandle>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wasi_store::Error>> {
-        let store = self.store_of(&h)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            match store.get(key.clone()).await {
-                Ok(v) => out.push((key, v)),
-                Err(e) => return Ok(Err(wasi_kv_error(e))),
-            }
-        }
-        Ok(Ok(out))
+        let result = self.store_of(&h)?.get_many(keys).await;
+        guest_result(self.logged("get-many", result), wasi_kv_error)
     }
 
     async fn set_many(
@@ -315,8 +324,8 @@ impl wasi_batch::Host for InstanceState {
         h: Resource<KvHandle>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        let store = self.store_of(&h)?;
-        Ok(store.set_many(key_values).await.inspect_err(|e| self.log_kv_error("set-many", e)).map_err(wasi_kv_error))
+        let result = self.store_of(&h)?.set_many(key_values).await;
+        guest_result(self.logged("set-many", result), wasi_kv_error)
     }
 
     async fn delete_many(
@@ -324,13 +333,8 @@ impl wasi_batch::Host for InstanceState {
         h: Resource<KvHandle>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        let store = self.store_of(&h)?;
-        for key in keys {
-            if let Err(e) = store.delete(key).await {
-                return Ok(Err(wasi_kv_error(e)));
-            }
-        }
-        Ok(Ok(()))
+        let result = self.store_of(&h)?.delete_many(keys).await;
+        guest_result(self.logged("delete-many", result), wasi_kv_error)
     }
 }
 
