@@ -10,7 +10,6 @@ use downlink_core::query::Query;
 use downlink_core::storage::{collect_garbage, DEFAULT_GC_GRACE_SECS};
 use downlink_core::ApiError;
 use downlink_spin::http::{send_error, send_json, RequestHead};
-use downlink_spin::kv::KvStorage;
 use downlink_spin::{auth, now_unix};
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
@@ -39,7 +38,7 @@ fn serve(head: &RequestHead) -> Result<serde_json::Value, ApiError> {
         None => DEFAULT_GC_GRACE_SECS,
         Some(v) => v.parse().map_err(|_| ApiError::invalid_request("`grace` must be a number of seconds"))?,
     };
-    let storage = KvStorage::open_default()?;
+    let storage = downlink_spin::kv::open_default()?;
     let now = now_unix();
     let report = collect_garbage(&storage, now, grace)?;
     let expired_plans_deleted = sweep_expired_plans(&storage, now)?;

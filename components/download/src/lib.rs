@@ -82,7 +82,7 @@ fn accept(head: &RequestHead) -> Result<Accepted, ApiError> {
     }
     let directory = StoragePath::from_url_path(head.path())?.path;
     let query = Query::parse(head.query())?;
-    let storage = KvStorage::open_default()?;
+    let storage = downlink_spin::kv::open_default()?;
     if let Some(Entry::File(_)) = stat(&storage, &directory)? {
         return Err(ApiError::conflict(format!("`/{directory}` is a file, not a directory")));
     }

@@ -33,7 +33,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
 fn serve(head: &RequestHead) -> Result<(u16, Vec<u8>), ApiError> {
     let principal = auth::authenticate(head.header("authorization"))?;
     let settings = download_settings()?;
-    let storage = KvStorage::open_default()?;
+    let storage = downlink_spin::kv::open_default()?;
     let now = now_unix();
     let query = Query::parse(head.query())?;
     sweep_and_reclaim(&storage, now, settings.heartbeat_secs)?;

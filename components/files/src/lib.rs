@@ -33,7 +33,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
 fn serve(req: IncomingRequest, head: &RequestHead, out: ResponseOutparam) -> Result<(), ApiError> {
     let prepared = auth::authenticate(head.header("authorization")).and_then(|principal| {
         let target = StoragePath::from_url_path(head.path())?;
-        Ok((principal, target, KvStorage::open_default()?))
+        Ok((principal, target, downlink_spin::kv::open_default()?))
     });
     let (principal, target, storage) = match prepared {
         Ok(p) => p,

@@ -10,7 +10,6 @@ use downlink_core::error::JSON_CONTENT_TYPE;
 use downlink_core::query::Query;
 use downlink_core::{ApiError, StoragePath};
 use downlink_spin::http::{send_bytes, send_error, RequestHead};
-use downlink_spin::kv::KvStorage;
 use downlink_spin::{auth, download_settings, now_unix};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
@@ -40,7 +39,7 @@ fn serve(head: &RequestHead) -> Result<Vec<u8>, ApiError> {
         None => None,
     };
     let settings = download_settings()?;
-    let storage = KvStorage::open_default()?;
+    let storage = downlink_spin::kv::open_default()?;
     // Downloads whose worker died belong in history too.
     sweep_and_reclaim(&storage, now_unix(), settings.heartbeat_secs)?;
     let page = history_page(&storage, params.limit, params.cursor, &RecordFilter { directory, owner: None })?;

@@ -17,7 +17,6 @@ use downlink_core::zip::{Segment, ZipLayout, ZIP_CONTENT_TYPE};
 use downlink_core::{ApiError, ErrorCode};
 use downlink_spin::bandwidth::{self, CountingSink};
 use downlink_spin::http::{send_bytes, send_error, start_response, RequestHead};
-use downlink_spin::kv::KvStorage;
 use downlink_spin::{auth, now_unix};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
@@ -40,7 +39,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
 /// Answers one request. Errors returned here happened after the response started.
 fn serve(head: &RequestHead, out: ResponseOutparam) -> Result<(), ApiError> {
     let ready = auth::authenticate(head.header("authorization")).and_then(|principal| {
-        let storage = KvStorage::open_default()?;
+        let storage = downlink_spin::kv::open_default()?;
         Ok((principal, storage))
     });
     let (principal, storage) = match ready {

@@ -12,7 +12,6 @@ use downlink_core::prepare::{
 use downlink_core::storage::{stat, walk_files, Entry, Storage};
 use downlink_core::{ApiError, ErrorCode, StoragePath};
 use downlink_spin::http::{send_bytes, send_error, BodyReader, RequestHead, IO_CHUNK};
-use downlink_spin::kv::KvStorage;
 use downlink_spin::{auth, now_unix};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
@@ -44,7 +43,7 @@ fn prepare(req: IncomingRequest, head: &RequestHead) -> Result<PrepareResponse, 
     let body = read_body(req, head)?;
     let paths = parse_prepare_request(head.header("content-type"), &body)?;
     drop(body);
-    let storage = KvStorage::open_default()?;
+    let storage = downlink_spin::kv::open_default()?;
     store_plan(&storage, &principal, &paths, ttl_secs)
 }
 

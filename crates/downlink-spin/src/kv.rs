@@ -1,23 +1,40 @@
-//! [`Storage`] over Spin's key-value store, through `wasi:keyvalue` (store, atomics, batch), which
-//! Spin 3+ provides on every backend (SQLite, Redis, Azure Cosmos, AWS DynamoDB).
+//! [`Storage`] over Spin's key-value store, through `wasi:keyvalue` (store, atomics, batch),
+//! which Spin 3+ provides on every backend (SQLite, Redis, Azure Cosmos, AWS DynamoDB).
+//!
+//! [`SpinBucket`] is the store as Spin provides it, with Spin 4.0.2's weaker compare-and-swap
+//! (see [`downlink_core::storage::exact`]); [`KvStorage`], what components use, wraps it in
+//! [`ExactKv`] so that the core gets the exact [`Storage`] contract on every backend.
 
+use std::time::Duration;
+
+use downlink_core::storage::exact::ExactKv;
 use downlink_core::storage::{CasOutcome, Storage, StorageError};
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
+use wasi::clocks::monotonic_clock;
 
-/// A key-value store label opened for this request.
-pub struct KvStorage {
+/// The store components use: [`SpinBucket`] with the exact contract on top.
+pub type KvStorage = ExactKv<SpinBucket>;
+
+/// Opens the `default` store (granted in `spin.toml` via `key_value_stores`).
+pub fn open_default() -> Result<KvStorage, StorageError> {
+    SpinBucket::open("default").map(|bucket| ExactKv::new(bucket, pause))
+}
+
+/// Blocks this instance for `duration` (a WASI timer; other instances keep running).
+fn pause(duration: Duration) {
+    let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+    monotonic_clock::subscribe_duration(nanos).block();
+}
+
+/// A key-value store label opened for this request, with Spin's own semantics.
+pub struct SpinBucket {
     bucket: store::Bucket,
 }
 
-impl KvStorage {
+impl SpinBucket {
     /// Opens the store `label` (granted in `spin.toml` via `key_value_stores`).
     pub fn open(label: &str) -> Result<Self, StorageError> {
-        store::open(label).map(|bucket| KvStorage { bucket }).map_err(|e| kv_error("open", e))
-    }
-
-    /// Opens the `default` store.
-    pub fn open_default() -> Result<Self, StorageError> {
-        Self::open("default")
+        store::open(label).map(|bucket| SpinBucket { bucket }).map_err(|e| kv_error("open", e))
     }
 }
 
@@ -29,7 +46,7 @@ fn kv_error(op: &str, e: store::Error) -> StorageError {
     })
 }
 
-impl Storage for KvStorage {
+impl Storage for SpinBucket {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.bucket.get(key).map_err(|e| kv_error("get", e))
     }
@@ -46,6 +63,8 @@ impl Storage for KvStorage {
         self.bucket.delete(key).map_err(|e| kv_error("delete", e))
     }
 
+    /// Spin's swap, reported as Spin reports it: a conflict may have written (Redis), and an
+    /// absent key is overwritten whatever appeared meanwhile (SQLite). [`ExactKv`] fixes both.
     fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome, StorageError> {
         let cas = atomics::Cas::new(&self.bucket, key).map_err(|e| kv_error("cas", e))?;
         let current = cas.current().map_err(|e| kv_error("cas", e))?;

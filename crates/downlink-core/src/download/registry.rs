@@ -44,7 +44,7 @@ use crate::download::record::{DownloadRecord, TransitionError};
 use crate::error::{ApiError, ErrorCode};
 use crate::path::StoragePath;
 use crate::query::Query;
-use crate::storage::{cas_update, reclaim_abandoned_write, stat, CasOutcome, CasStep, Storage};
+use crate::storage::{cas_update, reclaim_abandoned_write, stat, CasStep, Storage};
 
 /// Prefix of download record keys.
 pub const RECORD_PREFIX: &str = "dl:rec:";
@@ -113,14 +113,12 @@ fn corrupt(what: &str, err: impl std::fmt::Display) -> ApiError {
 // Records
 // ---------------------------------------------------------------------------------------
 
-/// Stores a new record; an existing record with the same id is an internal error (ids are
-/// random, so a collision means a bug).
+/// Stores a new record. A plain set: ids are fresh random ids, so nobody else writes this key
+/// before the record exists (and a create-if-absent would cost a claim key per download).
 pub fn create_record<S: Storage + ?Sized>(storage: &S, record: &DownloadRecord) -> Result<(), ApiError> {
     require_valid_id(&record.id)?;
-    match storage.compare_and_swap(&record_key(&record.id), None, &record.to_json_bytes())? {
-        CasOutcome::Swapped => Ok(()),
-        CasOutcome::Conflict { .. } => Err(ApiError::internal(format!("download id {} is already in use", record.id))),
-    }
+    storage.set(&record_key(&record.id), &record.to_json_bytes())?;
+    Ok(())
 }
 
 /// The record of `id`, if any; an id that cannot exist is simply not found.
@@ -729,12 +727,11 @@ mod tests {
     }
 
     #[test]
-    fn records_round_trip_and_refuse_duplicates() {
+    fn records_round_trip() {
         let storage = MemoryStorage::new();
         let record = starting("d1", "http://x.org/a.bin", "Downloads", 10);
         create_record(&storage, &record).unwrap();
         assert_eq!(load_record(&storage, "d1").unwrap().unwrap(), record);
-        assert_eq!(create_record(&storage, &record).unwrap_err().code, ErrorCode::InternalError);
         assert_eq!(load_record(&storage, "missing").unwrap(), None);
         storage.set(&record_key("broken"), b"{not json").unwrap();
         assert_eq!(load_record(&storage, "broken").unwrap_err().code, ErrorCode::StorageError);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
+use super::exact::CounterEncoding;
 use super::{CasOutcome, Storage, StorageError};
 use crate::blob::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
@@ -20,6 +21,21 @@ pub enum Fault {
 
 type CasHook = Box<dyn FnOnce(&MemoryStorage) + Send>;
 
+/// How a [`MemoryStorage`] behaves where Spin 4.0.2's stores differ (see
+/// [`exact`](super::exact)): exactly as the [`Storage`] contract says, or as one of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Semantics {
+    /// Exact compare-and-swap; counters kept apart from values.
+    #[default]
+    Exact,
+    /// Spin's SQLite store: a swap that found the key absent is an unconditional upsert;
+    /// counters are 8 little-endian bytes, and anything else makes `increment` fail.
+    SpinSqlite,
+    /// Spin's Redis store: a swap writes only if the key is unchanged since it was read, and
+    /// always reports a conflict; counters are decimal text.
+    SpinRedis,
+}
+
 #[derive(Default)]
 struct State {
     data: BTreeMap<String, Vec<u8>>,
@@ -27,6 +43,7 @@ struct State {
     writes: u64,
     fault: Option<Fault>,
     cas_hook: Option<(String, CasHook)>,
+    semantics: Semantics,
 }
 
 /// A [`Storage`] kept in a map. Enforces the real key and value size limits, so layout bugs
@@ -51,6 +68,13 @@ impl MemoryStorage {
     /// An empty store without faults.
     pub fn new() -> Self {
         MemoryStorage::default()
+    }
+
+    /// An empty store that behaves like one of Spin's (see [`Semantics`]).
+    pub fn with_semantics(semantics: Semantics) -> Self {
+        let store = MemoryStorage::default();
+        store.lock().semantics = semantics;
+        store
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -129,6 +153,8 @@ impl Storage for MemoryStorage {
     }
 
     fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome, StorageError> {
+        // What Spin's `current` read before the swap, for the Spin semantics.
+        let seen = self.lock().data.get(key).cloned();
         let hook = {
             let mut state = self.lock();
             match state.cas_hook.take() {
@@ -145,20 +171,60 @@ impl Storage for MemoryStorage {
         let mut state = self.lock();
         Self::begin_write(&mut state, key)?;
         Self::check_value(new)?;
-        let current = state.data.get(key);
-        if current.map(Vec::as_slice) != expected {
-            return Ok(CasOutcome::Conflict { current: current.cloned() });
+        let current = state.data.get(key).cloned();
+        match state.semantics {
+            Semantics::Exact => {
+                if current.as_deref() != expected {
+                    return Ok(CasOutcome::Conflict { current });
+                }
+                state.data.insert(key.to_owned(), new.to_vec());
+                Ok(CasOutcome::Swapped)
+            }
+            Semantics::SpinSqlite => {
+                if seen.as_deref() != expected {
+                    return Ok(CasOutcome::Conflict { current: seen });
+                }
+                if expected.is_some() && current.as_deref() != expected {
+                    return Ok(CasOutcome::Conflict { current });
+                }
+                state.data.insert(key.to_owned(), new.to_vec());
+                Ok(CasOutcome::Swapped)
+            }
+            Semantics::SpinRedis => {
+                if seen.as_deref() != expected {
+                    return Ok(CasOutcome::Conflict { current: seen });
+                }
+                if current == seen {
+                    state.data.insert(key.to_owned(), new.to_vec());
+                }
+                Ok(CasOutcome::Conflict { current: state.data.get(key).cloned() })
+            }
         }
-        state.data.insert(key.to_owned(), new.to_vec());
-        Ok(CasOutcome::Swapped)
     }
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StorageError> {
         let mut state = self.lock();
         Self::begin_write(&mut state, key)?;
-        let counter = state.counters.entry(key.to_owned()).or_insert(0);
-        *counter = counter.checked_add(delta).ok_or_else(|| StorageError::new("counter overflow"))?;
-        Ok(*counter)
+        let encoding = match state.semantics {
+            Semantics::Exact => {
+                let counter = state.counters.entry(key.to_owned()).or_insert(0);
+                *counter = counter.checked_add(delta).ok_or_else(|| StorageError::new("counter overflow"))?;
+                return Ok(*counter);
+            }
+            Semantics::SpinSqlite => CounterEncoding::LittleEndian,
+            Semantics::SpinRedis => CounterEncoding::Decimal,
+        };
+        let current = match state.data.get(key) {
+            None => 0,
+            Some(bytes) => match CounterEncoding::decode(bytes) {
+                Some((found, value)) if found == encoding => value,
+                // Spin's SQLite store panics here (and stays broken); Redis refuses.
+                _ => return Err(StorageError::new(format!("counter `{key}` is not in the store's encoding"))),
+            },
+        };
+        let next = current.checked_add(delta).ok_or_else(|| StorageError::new("counter overflow"))?;
+        state.data.insert(key.to_owned(), encoding.encode(next));
+        Ok(next)
     }
 
     fn list_keys(&self) -> Result<Vec<String>, StorageError> {

@@ -23,6 +23,7 @@
 //!
 //! Methods are synchronous because Spin's key-value calls are synchronous from the guest.
 
+pub mod exact;
 mod files;
 mod memory;
 
@@ -31,7 +32,7 @@ pub use files::{
     reclaim_abandoned_write, stat, walk_files, write_file, Committed, DeleteSummary, Entry, FileReader, FileWriter,
     GcReport, WriteMode, WriteOptions, CHUNKS_PER_BATCH, DEFAULT_GC_GRACE_SECS, TOUCH_INTERVAL_SECS,
 };
-pub use memory::{Fault, MemoryStorage};
+pub use memory::{Fault, MemoryStorage, Semantics};
 
 use crate::error::ApiError;
 
@@ -86,8 +87,16 @@ pub trait Storage {
     /// Removes `key`; removing an absent key succeeds.
     fn delete(&self, key: &str) -> Result<(), StorageError>;
 
+    /// Removes a key that is created with `compare_and_swap(key, None, ..)` (a file record, a
+    /// directory index). A backend whose create-if-absent is not atomic by itself keeps a
+    /// tombstone instead, which reads as absent (see [`exact`]).
+    fn retire(&self, key: &str) -> Result<(), StorageError> {
+        self.delete(key)
+    }
+
     /// Atomically replaces the value of `key` with `new` if it currently equals `expected`
-    /// (`None`: the key must be absent).
+    /// (`None`: the key must be absent). Exactly one of several concurrent creators of a key
+    /// wins; raw Spin stores need [`exact::ExactKv`] for that.
     fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome, StorageError>;
 
     /// Atomically adds `delta` to the counter at `key` (absent counts as 0) and returns the
@@ -114,6 +123,10 @@ impl<S: Storage + ?Sized> Storage for &S {
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         (**self).delete(key)
+    }
+
+    fn retire(&self, key: &str) -> Result<(), StorageError> {
+        (**self).retire(key)
     }
 
     fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome, StorageError> {
