@@ -10,9 +10,9 @@ use downlink_core::blob::BlobId;
 use downlink_core::download::params::StartRequest;
 use downlink_core::download::parse_start_request;
 use downlink_core::download::progress::{ProgressThrottle, TransferDeadline};
-use downlink_core::download::record::{failure_response, start_response, DownloadRecord};
+use downlink_core::download::record::{failure_response, start_response, DownloadRecord, ProgressReport};
 use downlink_core::download::registry::{
-    choose_target, create_record, finish, load_record, store_rejected, trim_history, try_reserve_slot, update_record,
+    choose_target, create_record, finish, load_record, report_progress, store_rejected, trim_history, try_reserve_slot,
     RecordUpdate,
 };
 use downlink_core::download::remote_status::{
@@ -177,7 +177,7 @@ impl Download {
         classify_response_status(response.status())?;
         let expected = fetch::response_header(&response, "content-length").and_then(|v| parse_content_length(&v));
         check_size_cap(self.settings.max_bytes, expected, 0)?;
-        duties.write(|r| r.progress(now_unix(), 0, expected))?;
+        duties.report(0, expected)?;
 
         let blob_id = self.record.blob_id.clone().unwrap_or_else(random_id);
         let blob_id = BlobId::new(blob_id).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -272,7 +272,7 @@ impl Download {
             }
             // Also while waiting, so bytes received before a stall are shown.
             if duties.throttle.should_report(monotonic_ms(), received) {
-                duties.write(|r| r.progress(now_unix(), received, expected))?;
+                duties.report(received, expected)?;
             }
             duties.tick()?;
             writer.touch(now_unix())?;
@@ -280,11 +280,13 @@ impl Download {
     }
 }
 
-/// The worker's periodic duties: heartbeats and noticing a cancel.
+/// The worker's periodic duties: progress, heartbeats and noticing a cancel.
 struct Duties<'d> {
     download: &'d Download,
     throttle: ProgressThrottle,
     heartbeat_ms: u64,
+    /// The last report written (its sizes are repeated by heartbeats).
+    last: ProgressReport,
 }
 
 impl<'d> Duties<'d> {
@@ -293,18 +295,24 @@ impl<'d> Duties<'d> {
             download,
             throttle: ProgressThrottle::new(start_ms),
             heartbeat_ms: download.settings.heartbeat_secs * 1000,
+            last: ProgressReport::default(),
         }
     }
 
-    /// Writes a record change; `Ended` if the record was ended by someone else.
-    fn write(
-        &mut self,
-        change: impl FnMut(&mut DownloadRecord) -> Result<(), downlink_core::download::record::TransitionError>,
-    ) -> Result<(), Stop> {
-        match update_record(&self.download.storage, &self.download.record.id, change)? {
-            RecordUpdate::Applied(_) => Ok(()),
-            RecordUpdate::AlreadyEnded(_) => Err(Stop::Ended),
-        }
+    /// Reports `received` bytes of a response that has arrived, then looks at the record.
+    fn report(&mut self, received: u64, expected: Option<u64>) -> Result<(), Stop> {
+        self.last.current_size = received;
+        self.last.expected_size = expected.or(self.last.expected_size);
+        self.last.receiving = true;
+        self.write_report()
+    }
+
+    /// Stores the report, fresh heartbeat included (a plain set of the worker's own key, no
+    /// compare-and-swap), then `Ended` if someone ended the record meanwhile.
+    fn write_report(&mut self) -> Result<(), Stop> {
+        self.last.heartbeat = now_unix();
+        report_progress(&self.download.storage, &self.download.record.id, &self.last)?;
+        self.check_not_ended()
     }
 
     /// `Ended` if someone ended the record (a cancel).
@@ -319,9 +327,8 @@ impl<'d> Duties<'d> {
     fn tick(&mut self) -> Result<(), Stop> {
         let now_ms = monotonic_ms();
         if self.throttle.heartbeat_due(now_ms, self.heartbeat_ms) {
-            self.write(|r| r.record_heartbeat(now_unix()))?;
-        }
-        if self.throttle.cancel_check_due(now_ms) {
+            self.write_report()?;
+        } else if self.throttle.cancel_check_due(now_ms) {
             self.check_not_ended()?;
         }
         Ok(())

@@ -139,6 +139,31 @@ pub struct DownloadRecord {
     pub settled: bool,
 }
 
+/// What a running download's worker reports between the record's state changes: kept under a
+/// key of its own that only the worker writes, with a plain `set`. So progress and heartbeats
+/// cost no compare-and-swap (Spin 4.0.2's Redis store holds two connections per swap until
+/// the request ends: a download swapping every 250 ms would exhaust Redis within the hour).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    /// Bytes received so far.
+    pub current_size: u64,
+    /// `Content-Length` of the response, when known.
+    #[serde(default)]
+    pub expected_size: Option<u64>,
+    /// When the worker wrote this report.
+    pub heartbeat: u64,
+    /// Whether the response has arrived (the download shows as `downloading`).
+    #[serde(default)]
+    pub receiving: bool,
+}
+
+impl ProgressReport {
+    /// The report as stored.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 impl DownloadRecord {
     /// A new record in `starting` for a validated request, with its final (collision-free)
     /// target path.
@@ -233,6 +258,22 @@ impl DownloadRecord {
             return Err(TransitionError { id: self.id.clone(), status: self.status });
         }
         Ok(())
+    }
+
+    /// Shows a running download as its worker last reported it ([`ProgressReport`]); an ended
+    /// one keeps what its end recorded.
+    pub fn apply_report(&mut self, report: &ProgressReport) {
+        if self.is_terminal() {
+            return;
+        }
+        if report.receiving {
+            self.status = DownloadStatus::Downloading;
+        }
+        self.current_size = self.current_size.max(report.current_size);
+        if report.expected_size.is_some() {
+            self.expected_size = report.expected_size;
+        }
+        self.heartbeat = self.heartbeat.max(report.heartbeat);
     }
 
     /// Bytes arrived: `current` so far, `expected` if the size is known (a known size is

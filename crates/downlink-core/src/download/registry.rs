@@ -8,7 +8,8 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `dl:rec:<id>` | the [`DownloadRecord`] as JSON |
+//! | `dl:rec:<id>` | the [`DownloadRecord`] as JSON, updated by compare-and-swap at state changes |
+//! | `dl:prog:<id>` | the worker's latest [`ProgressReport`] as JSON (plain `set`, only the worker writes it) |
 //! | `dl:active` | JSON list of the ids holding a concurrency slot, updated by compare-and-swap |
 //! | `dl:target:<sha256(file path) hex>` | `{"id":…,"since":…}` of the download writing that path; empty when free |
 //! | `dl:hist:seq` | counter (atomic increment): the last history sequence number handed out |
@@ -23,9 +24,10 @@
 //! 2. [`choose_target`]: a free name in the directory, reserved for this id.
 //! 3. [`create_record`] with [`DownloadRecord::starting`].
 //! 4. [`try_reserve_slot`]; if refused, [`finish`] the record as failed with that error.
-//! 5. Answer 202, then transfer, writing progress with [`update_record`] (throttled). An
-//!    [`RecordUpdate::AlreadyEnded`] answer means someone cancelled it (or declared it
-//!    interrupted): stop and discard the blob.
+//! 5. Answer 202, then transfer, writing progress and heartbeats with [`report_progress`]
+//!    (throttled) and reading the record now and then: once it has ended, someone cancelled it
+//!    (or declared it interrupted): stop and discard the blob. Readers see the report applied
+//!    to the record ([`load_record`]).
 //! 6. End with [`finish`] (complete, fail); cancel does the same from the other side.
 //!
 //! [`finish`] claims the end's bookkeeping with a compare-and-swap on the record's `settled`
@@ -40,7 +42,7 @@ use sha2::{Digest, Sha256};
 
 use crate::blob::{BlobId, DEFAULT_CHUNK_SIZE};
 use crate::download::params::next_free_name;
-use crate::download::record::{DownloadRecord, TransitionError};
+use crate::download::record::{DownloadRecord, ProgressReport, TransitionError};
 use crate::error::{ApiError, ErrorCode};
 use crate::path::StoragePath;
 use crate::query::Query;
@@ -48,6 +50,8 @@ use crate::storage::{cas_update, reclaim_abandoned_write, stat, CasStep, Storage
 
 /// Prefix of download record keys.
 pub const RECORD_PREFIX: &str = "dl:rec:";
+/// Prefix of the keys of workers' progress reports.
+pub const PROGRESS_PREFIX: &str = "dl:prog:";
 /// Key of the active set.
 pub const ACTIVE_KEY: &str = "dl:active";
 /// Prefix of target-reservation keys.
@@ -95,6 +99,11 @@ pub fn record_key(id: &str) -> String {
     format!("{RECORD_PREFIX}{id}")
 }
 
+/// Key of a download's latest progress report (`id` must be valid).
+pub fn progress_key(id: &str) -> String {
+    format!("{PROGRESS_PREFIX}{id}")
+}
+
 /// Key of the reservation of a target path.
 pub fn target_key(path: &StoragePath) -> String {
     format!("{TARGET_PREFIX}{}", hex::encode(Sha256::digest(path.as_str().as_bytes())))
@@ -126,10 +135,31 @@ pub fn load_record<S: Storage + ?Sized>(storage: &S, id: &str) -> Result<Option<
     if !is_valid_download_id(id) {
         return Ok(None);
     }
-    match storage.get(&record_key(id))? {
-        Some(bytes) => DownloadRecord::from_json_bytes(&bytes).map(Some).map_err(|e| corrupt("download record", e)),
-        None => Ok(None),
+    let Some(bytes) = storage.get(&record_key(id))? else { return Ok(None) };
+    let mut record = parse_record(&bytes)?;
+    if !record.is_terminal() {
+        if let Some(report) = load_report(storage, id)? {
+            record.apply_report(&report);
+        }
     }
+    Ok(Some(record))
+}
+
+fn parse_record(bytes: &[u8]) -> Result<DownloadRecord, ApiError> {
+    DownloadRecord::from_json_bytes(bytes).map_err(|e| corrupt("download record", e))
+}
+
+/// The worker's latest report; an unreadable one is ignored (the next report replaces it).
+fn load_report<S: Storage + ?Sized>(storage: &S, id: &str) -> Result<Option<ProgressReport>, ApiError> {
+    Ok(storage.get(&progress_key(id))?.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// Stores the worker's progress and heartbeat for `id` (only the worker calls this, so a
+/// plain set is enough; see [`ProgressReport`]).
+pub fn report_progress<S: Storage + ?Sized>(storage: &S, id: &str, report: &ProgressReport) -> Result<(), ApiError> {
+    require_valid_id(id)?;
+    storage.set(&progress_key(id), &report.to_json_bytes())?;
+    Ok(())
 }
 
 /// The outcome of [`update_record`].
@@ -162,11 +192,16 @@ where
     if !is_valid_download_id(id) {
         return Err(ApiError::not_found(format!("no download {id:?}")));
     }
+    let report = load_report(storage, id)?;
     cas_update(storage, &record_key(id), |current| {
         let Some(bytes) = current else {
             return Err(ApiError::not_found(format!("no download {id:?}")));
         };
-        let mut record = DownloadRecord::from_json_bytes(bytes).map_err(|e| corrupt("download record", e))?;
+        let mut record = parse_record(bytes)?;
+        // Decide on the record as readers see it (a stale-worker check needs the heartbeat).
+        if let Some(report) = &report {
+            record.apply_report(report);
+        }
         match change(&mut record) {
             Ok(()) => Ok(CasStep::Write(record.to_json_bytes(), RecordUpdate::Applied(record))),
             Err(_) => Ok(CasStep::Done(RecordUpdate::AlreadyEnded(record))),
@@ -212,6 +247,7 @@ where
 /// Releases an ended download's concurrency slot and target reservation (idempotent).
 fn release<S: Storage + ?Sized>(storage: &S, record: &DownloadRecord) -> Result<(), ApiError> {
     release_slot(storage, &record.id)?;
+    storage.delete(&progress_key(&record.id))?;
     if let Ok(path) = StoragePath::parse_file(&record.file_path) {
         release_target(storage, &path, &record.id)?;
     }
@@ -232,7 +268,7 @@ fn entry_belongs_to(record: &DownloadRecord, seq: u64) -> bool {
 pub fn settle<S: Storage + ?Sized>(storage: &S, id: &str) -> Result<bool, ApiError> {
     let claimed = cas_update(storage, &record_key(id), |current| {
         let Some(bytes) = current else { return Ok(CasStep::Done(None)) };
-        let mut record = DownloadRecord::from_json_bytes(bytes).map_err(|e| corrupt("download record", e))?;
+        let mut record = parse_record(bytes)?;
         if record.settled || !record.is_terminal() {
             return Ok(CasStep::Done(None));
         }
@@ -630,6 +666,7 @@ pub fn trim_history<S: Storage + ?Sized>(storage: &S, keep: u64) -> Result<u64, 
             // edited by hand) is left for its worker.
             if load_record(storage, &id)?.is_some_and(|record| entry_belongs_to(&record, seq)) {
                 storage.delete(&record_key(&id))?;
+                storage.delete(&progress_key(&id))?;
             }
         }
         storage.delete(&key)?;
@@ -644,7 +681,7 @@ mod tests {
     use super::*;
     use crate::blob::MAX_KEY_BYTES;
     use crate::download::params::parse_start_request;
-    use crate::download::record::DownloadStatus;
+    use crate::download::record::{DownloadStatus, ProgressReport};
     use crate::download::url_policy::DownloadPolicy;
     use crate::storage::{write_file, MemoryStorage, WriteMode, WriteOptions};
 
@@ -770,6 +807,36 @@ mod tests {
         update_record(&storage, "d1", |r| r.progress(20, 100, Some(1000))).unwrap();
         let stored = load_record(&storage, "d1").unwrap().unwrap();
         assert_eq!((stored.current_size, stored.expected_size, stored.heartbeat), (100, Some(1000), 50));
+    }
+
+    #[test]
+    fn progress_reports_show_through_the_record_and_keep_it_alive() {
+        let storage = MemoryStorage::new();
+        create_record(&storage, &starting("d1", "http://x.org/a.bin", "Downloads", 10)).unwrap();
+        try_reserve_slot(&storage, "d1", 4).unwrap();
+        let writes = storage.write_count();
+        let heartbeat_only = ProgressReport { heartbeat: 12, ..ProgressReport::default() };
+        report_progress(&storage, "d1", &heartbeat_only).unwrap();
+        let seen = load_record(&storage, "d1").unwrap().unwrap();
+        assert_eq!((seen.status, seen.heartbeat), (DownloadStatus::Starting, 12), "no response yet");
+        let report = ProgressReport { current_size: 4096, expected_size: Some(8192), heartbeat: 100, receiving: true };
+        report_progress(&storage, "d1", &report).unwrap();
+        assert_eq!(storage.write_count(), writes + 2, "one plain write per report, no compare-and-swap");
+        let seen = load_record(&storage, "d1").unwrap().unwrap();
+        assert_eq!(
+            (seen.status, seen.current_size, seen.expected_size),
+            (DownloadStatus::Downloading, 4096, Some(8192))
+        );
+        // Staleness is judged on the reported heartbeat, by readers and by the sweep alike.
+        let stale_at_raw_heartbeat = 10 + 5 * (crate::download::record::STALE_AFTER_INTERVALS + 1);
+        assert!(sweep_stale(&storage, stale_at_raw_heartbeat, 5).unwrap().is_empty());
+        assert_eq!(list_active(&storage, &RecordFilter::default(), stale_at_raw_heartbeat, 5).unwrap().len(), 1);
+        // The end is final: a late report does not change it, and the report is removed.
+        finish(&storage, "d1", |r| r.complete(101, 8192)).unwrap();
+        report_progress(&storage, "d1", &ProgressReport { current_size: 1, heartbeat: 102, ..report }).unwrap();
+        let done = load_record(&storage, "d1").unwrap().unwrap();
+        assert_eq!((done.status, done.current_size), (DownloadStatus::Completed, 8192));
+        finish(&storage, "d1", |r| r.complete(103, 8192)).unwrap();
     }
 
     #[test]
