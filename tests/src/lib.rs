@@ -1,10 +1,15 @@
-//! Harness for the dev host's end-to-end tests.
+//! Harness for the end-to-end tests: the dev host's own, and the app's, which run on the dev host
+//! or on real Spin, on SQLite or on Redis.
 //!
-//! - [`DevHost`] runs the `devhost` binary (`devhost up --from <manifest> --listen 127.0.0.1:0
-//!   --state-dir <fresh tempdir> ...`), waits for its `Serving http://127.0.0.1:PORT` line, and
-//!   kills and reaps it on drop.
+//! - [`DevHost`] runs a host process — `devhost up --from <manifest> --listen 127.0.0.1:0
+//!   --state-dir <fresh tempdir> ...`, or under [`HostKind::Spin`] `$SPIN_BIN up` with the same
+//!   arguments on a free port — waits for its `Serving http://127.0.0.1:PORT` line (Spin: and its
+//!   health endpoint), and kills and reaps it (and anything it started) on drop.
+//!   [`DevHost::builder`] is always the dev host on SQLite; [`DevHost::selected`] (used by
+//!   [`app_builder`] and [`TestApp`]) follows `DOWNLINK_TEST_HOST` / `DOWNLINK_TEST_KV`
+//!   ([`test_env`]); with Redis every start gets its own `redis-server` and runtime config.
 //! - [`Client`]-style helpers ([`DevHost::get`], [`DevHost::request`], [`raw_request`]) talk HTTP
-//!   over loopback with a timeout on every call.
+//!   over loopback with a timeout on every call; [`DevHost::kv`] reads and seeds the app's store.
 //! - [`Origin`] is a tiny local HTTP origin for outbound tests; [`RedisServer`] runs a throwaway
 //!   `redis-server` when one is installed.
 //!
@@ -25,8 +30,8 @@ pub use serde_json::Value as Json;
 /// Timeout for one HTTP exchange with the dev host or the origin.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long `devhost up` may take to print its `Serving` line (it compiles every component
-/// first; a debug build of the dev host is slow at that). Override with
+/// How long `devhost up` / `spin up` may take to print its `Serving` line (it compiles every
+/// component first; a debug build of the dev host is slow at that). Override with
 /// `DEVHOST_STARTUP_TIMEOUT_SECS`.
 pub fn startup_timeout() -> Duration {
     std::env::var("DEVHOST_STARTUP_TIMEOUT_SECS")
@@ -55,11 +60,21 @@ fn target_dir() -> PathBuf {
     }
 }
 
+/// A relative path from the environment: as given when it exists from the test's working
+/// directory (`tests/`), else from the workspace root (where `cargo test` is usually typed).
+fn resolve_from_root(path: PathBuf) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        path
+    } else {
+        workspace_root().join(path)
+    }
+}
+
 /// The dev host binary: `$DEVHOST_BIN`, else `<target>/debug/devhost`. Panics with a hint when
 /// it does not exist.
 pub fn devhost_bin() -> PathBuf {
     let bin = match std::env::var_os("DEVHOST_BIN") {
-        Some(p) => PathBuf::from(p),
+        Some(p) => resolve_from_root(PathBuf::from(p)),
         None => target_dir().join("debug").join("devhost"),
     };
     assert!(
@@ -115,26 +130,128 @@ pub fn fixture_manifest(name: &str) -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dev host process
+// Which host and store the app's end-to-end suites run on
 // ---------------------------------------------------------------------------------------------
 
-/// How to start a dev host.
+/// The program that serves the manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKind {
+    /// `devhost up` (this repository's wasmtime runner).
+    DevHost,
+    /// `spin up` (the real Spin CLI: `$SPIN_BIN`, else `spin` on PATH).
+    Spin,
+}
+
+impl std::fmt::Display for HostKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostKind::DevHost => "dev host",
+            HostKind::Spin => "Spin",
+        })
+    }
+}
+
+/// The backend of the app's `default` key-value store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvKind {
+    /// The host's built-in SQLite store, `<state-dir>/sqlite_key_value.db`.
+    Sqlite,
+    /// A throwaway `redis-server` per app start, through a runtime config
+    /// (`[key_value_store.default] type = "redis"`).
+    Redis,
+}
+
+/// What the app's end-to-end suites run on, read once from the environment:
+/// `DOWNLINK_TEST_HOST` = `devhost` (default) | `spin`, `DOWNLINK_TEST_KV` = `sqlite` (default) |
+/// `redis`. Only [`DevHost::selected`] (and so [`app_builder`] / [`TestApp`]) follows it;
+/// [`DevHost::builder`] is always the dev host on SQLite (the dev host's own tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestEnv {
+    pub host: HostKind,
+    pub kv: KvKind,
+}
+
+/// The selection (see [`TestEnv`]); panics on a value it does not know.
+pub fn test_env() -> TestEnv {
+    static ENV: std::sync::OnceLock<TestEnv> = std::sync::OnceLock::new();
+    *ENV.get_or_init(|| {
+        let read =
+            |name: &str| std::env::var(name).ok().map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty());
+        let host = match read("DOWNLINK_TEST_HOST").as_deref() {
+            None | Some("devhost") | Some("dev-host") => HostKind::DevHost,
+            Some("spin") => HostKind::Spin,
+            Some(other) => panic!("DOWNLINK_TEST_HOST={other:?}: expected `devhost` or `spin`"),
+        };
+        let kv = match read("DOWNLINK_TEST_KV").as_deref() {
+            None | Some("sqlite") => KvKind::Sqlite,
+            Some("redis") => KvKind::Redis,
+            Some(other) => panic!("DOWNLINK_TEST_KV={other:?}: expected `sqlite` or `redis`"),
+        };
+        TestEnv { host, kv }
+    })
+}
+
+/// Do the app's suites run under real Spin ([`TestEnv::host`])?
+pub fn under_spin() -> bool {
+    test_env().host == HostKind::Spin
+}
+
+/// For a test that cannot apply under real Spin: under Spin prints
+/// `skipped under real Spin: <reason>` and returns true (the test then returns); else false.
+pub fn skip_under_spin(reason: &str) -> bool {
+    if under_spin() {
+        eprintln!("skipped under real Spin: {reason}");
+        true
+    } else {
+        false
+    }
+}
+
+/// The Spin CLI: `$SPIN_BIN` (when set and not empty), else `spin` on PATH; None when neither.
+pub fn spin_bin() -> Option<PathBuf> {
+    match std::env::var_os("SPIN_BIN").filter(|v| !v.is_empty()) {
+        Some(p) => Some(resolve_from_root(PathBuf::from(p))),
+        None => find_on_path("spin"),
+    }
+}
+
+fn spin_bin_required() -> PathBuf {
+    let bin = spin_bin().unwrap_or_else(|| {
+        panic!("DOWNLINK_TEST_HOST=spin, but no Spin CLI: set SPIN_BIN to its path or put `spin` on PATH")
+    });
+    assert!(bin.is_file(), "SPIN_BIN={} is not a file", bin.display());
+    bin
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host process (dev host or Spin)
+// ---------------------------------------------------------------------------------------------
+
+/// How to start a host (`devhost up` or `spin up`: same manifest, variables, state dir,
+/// environment and runtime config).
 pub struct DevHostBuilder {
+    host: HostKind,
+    kv: KvKind,
     manifest: PathBuf,
     args: Vec<String>,
     envs: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     state_dir: StateDir,
+    runtime_config: Option<PathBuf>,
+    /// The Redis server of a [`HostState`] (its URL and port), instead of a fresh one.
+    redis: Option<(String, u16)>,
 }
 
 enum StateDir {
     /// A fresh tempdir passed as `--state-dir`.
     Fresh,
-    /// No `--state-dir` argument at all (the dev host's default).
+    /// No `--state-dir` argument at all (the host's default, `.spin/` beside the manifest).
     Omitted,
+    /// This directory (owned by the test, e.g. a [`HostState`]).
+    Given(PathBuf),
 }
 
-/// Why a dev host did not come up.
+/// Why a host did not come up.
 #[derive(Debug)]
 pub struct StartupFailure {
     /// Exit status, if the process exited (None: it was still running at the deadline).
@@ -142,15 +259,37 @@ pub struct StartupFailure {
     pub stdout: String,
     pub stderr: String,
     pub reason: String,
+    /// Which host it was.
+    pub host: HostKind,
 }
 
 impl std::fmt::Display for StartupFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "dev host did not start: {} (status {:?})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.reason, self.status, self.stdout, self.stderr
+            "{} did not start: {} (status {:?})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.host, self.reason, self.status, self.stdout, self.stderr
         )
+    }
+}
+
+/// A state directory that outlives one host (to restart on the same state) and, with
+/// `DOWNLINK_TEST_KV=redis`, the Redis server that holds its store. Pass it with
+/// [`DevHostBuilder::state`]; removed (Redis stopped) on drop.
+pub struct HostState {
+    dir: TempDir,
+    redis: Option<RedisServer>,
+}
+
+impl HostState {
+    /// A fresh one for the selected store ([`test_env`]).
+    pub fn new(prefix: &str) -> HostState {
+        let redis = (test_env().kv == KvKind::Redis).then(|| RedisServer::start_for_app(prefix));
+        HostState { dir: tempdir(prefix), redis }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
 }
 
@@ -166,18 +305,20 @@ impl DevHostBuilder {
         self.arg("--variable").arg(format!("{name}={value}"))
     }
 
-    /// `--runtime-config-file path`.
-    pub fn runtime_config(self, path: &Path) -> Self {
-        self.arg("--runtime-config-file").arg(path.to_string_lossy().into_owned())
+    /// `--runtime-config-file path`. With `DOWNLINK_TEST_KV=redis` and no
+    /// `[key_value_store.default]` in it, the host gets a copy with the Redis store added.
+    pub fn runtime_config(mut self, path: &Path) -> Self {
+        self.runtime_config = Some(path.to_path_buf());
+        self
     }
 
-    /// An environment variable for the dev host process.
+    /// An environment variable for the host process.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.envs.push((key.into(), value.into()));
         self
     }
 
-    /// Run the dev host in this working directory.
+    /// Run the host in this working directory.
     pub fn cwd(mut self, dir: &Path) -> Self {
         self.cwd = Some(dir.to_path_buf());
         self
@@ -189,23 +330,153 @@ impl DevHostBuilder {
         self
     }
 
-    /// Spawn `devhost up ...` and wait for its `Serving http://...` line.
+    /// `--state-dir <state>` and, with Redis, `state`'s server: for a restart on the same
+    /// state. `state` must outlive the host.
+    pub fn state(mut self, state: &HostState) -> Self {
+        self.state_dir = StateDir::Given(state.path().to_path_buf());
+        self.redis = state.redis.as_ref().map(|r| (r.url(), r.port()));
+        self
+    }
+
+    /// Spawn `devhost up ...` / `spin up ...` and wait until it serves.
     pub fn start(self) -> Result<DevHost, StartupFailure> {
-        let bin = devhost_bin();
+        let bin = match self.host {
+            HostKind::DevHost => devhost_bin(),
+            HostKind::Spin => spin_bin_required(),
+        };
         let state_tmp = match self.state_dir {
-            StateDir::Fresh => Some(tempdir("devhost-state")),
+            StateDir::Fresh => Some(tempdir(match self.host {
+                HostKind::DevHost => "devhost-state",
+                HostKind::Spin => "spin-state",
+            })),
+            _ => None,
+        };
+        let state_path: Option<PathBuf> = match &self.state_dir {
+            StateDir::Fresh => state_tmp.as_ref().map(|t| t.path().to_path_buf()),
+            StateDir::Given(p) => Some(p.clone()),
             StateDir::Omitted => None,
         };
 
-        let mut cmd = Command::new(&bin);
-        cmd.arg("up").arg("--from").arg(&self.manifest).arg("--listen").arg("127.0.0.1:0");
-        if let Some(state) = &state_tmp {
-            cmd.arg("--state-dir").arg(state.path());
+        // The default store: the one the test's runtime config defines (the test inspects it
+        // itself), else Redis when selected (added to a copy of the test's runtime config), else
+        // the host's SQLite file. A runtime config that cannot be read goes to the host as is.
+        let test_rtc = self.runtime_config.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+        let rtc_has_default = test_rtc.as_deref().is_some_and(defines_default_store);
+        let mut redis_owned = None;
+        let mut rtc_written = None;
+        let mut rtc_path = self.runtime_config.clone();
+        let store = if rtc_has_default || (self.runtime_config.is_some() && test_rtc.is_none()) {
+            None
+        } else if self.kv == KvKind::Redis {
+            let (url, port) = match &self.redis {
+                Some(shared) => shared.clone(),
+                None => {
+                    let server = RedisServer::start_for_app("app start");
+                    let shared = (server.url(), server.port());
+                    redis_owned = Some(server);
+                    shared
+                }
+            };
+            let mut text = test_rtc.clone().unwrap_or_default();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!("\n[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\n"));
+            // Beside the test's own file (the hosts resolve relative paths in it from its
+            // directory), else in a tempdir.
+            let written = match &self.runtime_config {
+                Some(original) => {
+                    let dir = original.parent().unwrap_or(Path::new("."));
+                    let file = tempfile::Builder::new()
+                        .prefix(".redis-runtime-config-")
+                        .suffix(".toml")
+                        .tempfile_in(dir)
+                        .expect("create runtime config");
+                    RuntimeConfigFile::File(file.into_temp_path())
+                }
+                None => {
+                    let dir = tempdir("runtime-config");
+                    let path = dir.path().join("runtime-config.toml");
+                    RuntimeConfigFile::Dir { _dir: dir, path }
+                }
+            };
+            std::fs::write(written.path(), text).expect("write runtime config");
+            rtc_path = Some(written.path().to_path_buf());
+            rtc_written = Some(written);
+            Some(KvStore::Redis(port))
+        } else {
+            let dir = match &state_path {
+                Some(p) => p.clone(),
+                None => self.manifest.parent().unwrap_or(Path::new(".")).join(".spin"),
+            };
+            Some(KvStore::Sqlite(dir.join("sqlite_key_value.db")))
+        };
+
+        // The dev host binds 127.0.0.1:0 and prints the port; Spin gets a free port picked here
+        // (retried when something else took it meanwhile).
+        let attempts = match self.host {
+            HostKind::DevHost => 1,
+            HostKind::Spin => 5,
+        };
+        let mut attempt = 0;
+        let launched = loop {
+            attempt += 1;
+            let listen = match self.host {
+                HostKind::DevHost => "127.0.0.1:0".to_string(),
+                HostKind::Spin => format!("127.0.0.1:{}", free_port()),
+            };
+            match self.launch(&bin, &listen, state_path.as_deref(), rtc_path.as_deref()) {
+                Ok(launched) => break launched,
+                Err(failure) if attempt < attempts && failure.is_port_clash() => {
+                    eprintln!("{}: {listen} was taken, retrying on another port", self.host);
+                }
+                Err(failure) => return Err(failure),
+            }
+        };
+        Ok(DevHost {
+            kind: self.host,
+            child: launched.child,
+            base: launched.base,
+            addr: launched.addr,
+            _state_tmp: state_tmp,
+            state_path,
+            store,
+            manifest: self.manifest,
+            stdout: launched.stdout,
+            stderr: launched.stderr,
+            threads: launched.threads,
+            agent: agent(),
+            _redis: redis_owned,
+            _runtime_config: rtc_written,
+        })
+    }
+
+    /// One try: spawn the host on `listen`, wait for its `Serving http://...` line (Spin: then
+    /// for its health endpoint).
+    fn launch(
+        &self,
+        bin: &Path,
+        listen: &str,
+        state: Option<&Path>,
+        runtime_config: Option<&Path>,
+    ) -> Result<Launched, StartupFailure> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("up").arg("--from").arg(&self.manifest).arg("--listen").arg(listen);
+        if let Some(state) = state {
+            cmd.arg("--state-dir").arg(state);
+        }
+        if let Some(rtc) = runtime_config {
+            cmd.arg("--runtime-config-file").arg(rtc);
         }
         cmd.args(&self.args);
-        // Hermetic: no SPIN_VARIABLE_* from the outer environment.
+        // Hermetic: no SPIN_VARIABLE_* (nor Spin's own settings) from the outer environment.
         for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SPIN_VARIABLE_") {
+            let name = key.to_string_lossy();
+            let spin_setting = matches!(
+                &*name,
+                "SPIN_ALWAYS_BUILD" | "SPIN_LOG_DIR" | "RUNTIME_CONFIG_FILE" | "SPIN_HTTP_LISTEN_ADDR"
+            );
+            if name.starts_with("SPIN_VARIABLE_") || spin_setting {
                 cmd.env_remove(key);
             }
         }
@@ -262,6 +533,7 @@ impl DevHostBuilder {
             })
         };
 
+        let host = self.host;
         let deadline = Instant::now() + startup_timeout();
         let failure = |child: &mut Child,
                        status: Option<ExitStatus>,
@@ -269,15 +541,9 @@ impl DevHostBuilder {
                        threads: Vec<thread::JoinHandle<()>>,
                        stdout_buf: &Arc<Mutex<String>>,
                        stderr_buf: &Arc<Mutex<String>>| {
-            let status = match status {
-                Some(s) => Some(s),
-                None => {
-                    // Still running at the deadline: kill it; the status is ours, not its.
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    None
-                }
-            };
+            // Still running (at the deadline, or half up): kill it; the status is ours, not its.
+            // Spin's trigger process may outlive its `spin up`: kill the whole tree.
+            kill_tree(child);
             for t in threads {
                 let _ = t.join();
             }
@@ -286,6 +552,7 @@ impl DevHostBuilder {
                 stdout: stdout_buf.lock().unwrap().clone(),
                 stderr: stderr_buf.lock().unwrap().clone(),
                 reason,
+                host,
             }
         };
 
@@ -296,17 +563,32 @@ impl DevHostBuilder {
                         .trim_start_matches("http://")
                         .parse()
                         .unwrap_or_else(|e| panic!("bad address in Serving line {base:?}: {e}"));
-                    return Ok(DevHost {
-                        child,
-                        base,
-                        addr,
-                        state_dir: state_tmp,
-                        manifest: self.manifest,
-                        stdout: stdout_buf,
-                        stderr: stderr_buf,
-                        threads: vec![out_thread, err_thread],
-                        agent: agent(),
-                    });
+                    let threads = vec![out_thread, err_thread];
+                    if host == HostKind::Spin {
+                        // Spin prints the line once it listens; make sure it answers too.
+                        let health = format!("{base}/.well-known/spin/health");
+                        let probe = client_with_timeout(Duration::from_secs(5));
+                        let healthy =
+                            poll_until(deadline.saturating_duration_since(Instant::now()), || {
+                                match http_call(&probe, "GET", &health, &[], b"") {
+                                    Ok(r) if r.status == 200 => Some(true),
+                                    _ if matches!(child.try_wait(), Ok(Some(_))) => Some(false),
+                                    _ => None,
+                                }
+                            });
+                        if healthy != Some(true) {
+                            let status = child.try_wait().ok().flatten();
+                            return Err(failure(
+                                &mut child,
+                                status,
+                                format!("printed Serving {base} but {health} did not answer 200"),
+                                threads,
+                                &stdout_buf,
+                                &stderr_buf,
+                            ));
+                        }
+                    }
+                    return Ok(Launched { child, base, addr, stdout: stdout_buf, stderr: stderr_buf, threads });
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // stdout closed without a Serving line: wait for the exit.
@@ -357,6 +639,32 @@ impl DevHostBuilder {
     }
 }
 
+impl StartupFailure {
+    /// Did it fail because its listen address was taken?
+    fn is_port_clash(&self) -> bool {
+        let text = format!("{}\n{}", self.stdout, self.stderr);
+        text.contains("already in use") || text.contains("os error 98")
+    }
+}
+
+/// A spawned host that serves.
+struct Launched {
+    child: Child,
+    base: String,
+    addr: SocketAddr,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+/// Does this runtime config define the `default` key-value store?
+fn defines_default_store(text: &str) -> bool {
+    text.lines().any(|line| {
+        let compact: String = line.split('#').next().unwrap_or("").chars().filter(|c| !c.is_whitespace()).collect();
+        compact == "[key_value_store.default]" || compact == "[key_value_store.\"default\"]"
+    })
+}
+
 fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
@@ -364,44 +672,144 @@ fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> 
             return Some(status);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_tree(child);
             return None;
         }
         thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// `Serving http://127.0.0.1:PORT` → `http://127.0.0.1:PORT`.
-fn parse_serving_line(line: &str) -> Option<String> {
-    let idx = line.find("Serving http://")?;
-    let url = line[idx + "Serving ".len()..].split_whitespace().next()?.trim_end_matches('/');
-    Some(url.to_string())
+/// The pids of every descendant of `pid` (from `/proc`; empty where there is none).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // `pid (comm) state ppid ...`; comm may contain spaces and parentheses.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+                parents.push((child, ppid));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(child, ppid) in &parents {
+            if ppid == p && !found.contains(&child) {
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    found
 }
 
-/// A running dev host; killed and reaped on drop.
+/// SIGKILL `child` and every process under it (`spin up` runs its trigger as a child process,
+/// which a kill of `spin up` alone would leave serving), then reap `child`.
+fn kill_tree(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        for pid in descendants(child.id()) {
+            // SAFETY: kill(2) with a pid we just found under our own child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `Serving http://127.0.0.1:PORT` → `http://127.0.0.1:PORT` (terminal colour codes ignored).
+fn parse_serving_line(line: &str) -> Option<String> {
+    let plain = strip_ansi(line);
+    let idx = plain.find("Serving")?;
+    let rest = plain[idx + "Serving".len()..].trim_start();
+    let url = rest.split_whitespace().next()?.trim_end_matches('/');
+    url.starts_with("http://").then(|| url.to_string())
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte
+            if chars.clone().next() == Some('[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A running host (dev host or Spin); killed (with everything it started) and reaped on drop.
 pub struct DevHost {
+    kind: HostKind,
     child: Child,
     base: String,
     addr: SocketAddr,
-    state_dir: Option<TempDir>,
+    /// A fresh state dir, removed on drop (after the host is gone).
+    _state_tmp: Option<TempDir>,
+    state_path: Option<PathBuf>,
+    store: Option<KvStore>,
     manifest: PathBuf,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     threads: Vec<thread::JoinHandle<()>>,
     agent: ureq::Agent,
+    /// The Redis server of this start (declared after `child`: dropped after the host is gone).
+    _redis: Option<RedisServer>,
+    _runtime_config: Option<RuntimeConfigFile>,
+}
+
+/// A runtime config the harness wrote (removed on drop).
+enum RuntimeConfigFile {
+    /// Beside the test's own runtime config.
+    File(tempfile::TempPath),
+    /// In a tempdir of its own.
+    Dir { _dir: TempDir, path: PathBuf },
+}
+
+impl RuntimeConfigFile {
+    fn path(&self) -> &Path {
+        match self {
+            RuntimeConfigFile::File(path) => path,
+            RuntimeConfigFile::Dir { path, .. } => path,
+        }
+    }
 }
 
 impl DevHost {
-    /// Builder for `devhost up --from <manifest>`.
+    /// Builder for `devhost up --from <manifest>` on the dev host's SQLite store, whatever the
+    /// environment selects (the dev host's own tests).
     pub fn builder(manifest: impl AsRef<Path>) -> DevHostBuilder {
         DevHostBuilder {
+            host: HostKind::DevHost,
+            kv: KvKind::Sqlite,
             manifest: manifest.as_ref().to_path_buf(),
             args: Vec::new(),
             envs: Vec::new(),
             cwd: None,
             state_dir: StateDir::Fresh,
+            runtime_config: None,
+            redis: None,
         }
+    }
+
+    /// Builder for the host and store the environment selects ([`test_env`]): `devhost up` or
+    /// `spin up`, SQLite or Redis.
+    pub fn selected(manifest: impl AsRef<Path>) -> DevHostBuilder {
+        let env = test_env();
+        DevHostBuilder { host: env.host, kv: env.kv, ..DevHost::builder(manifest) }
     }
 
     /// Start with the given extra arguments; panics (with the dev host's output) on failure.
@@ -411,6 +819,11 @@ impl DevHost {
             b = b.arg(*a);
         }
         b.start().unwrap_or_else(|f| panic!("{f}"))
+    }
+
+    /// Which host this is.
+    pub fn kind(&self) -> HostKind {
+        self.kind
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -427,21 +840,36 @@ impl DevHost {
         format!("{}{}", self.base, path)
     }
 
-    /// The `--state-dir` passed to the dev host (None with `without_state_dir`).
+    /// The `--state-dir` passed to the host (None with `without_state_dir`).
     pub fn state_dir(&self) -> Option<&Path> {
-        self.state_dir.as_ref().map(|t| t.path())
+        self.state_path.as_deref()
     }
 
     pub fn manifest(&self) -> &Path {
         &self.manifest
     }
 
-    /// Everything the dev host printed on stdout so far.
+    /// The app's `default` key-value store, to inspect or seed it directly (SQLite file or
+    /// Redis server). Panics when the test's own runtime config defines that store.
+    pub fn kv(&self) -> &KvStore {
+        self.store.as_ref().expect("the test's runtime config defines the default store; inspect it directly")
+    }
+
+    /// What component `component` wrote to stderr so far (`<state-dir>/logs/<component>_stderr.txt`,
+    /// where both hosts write it; empty when there is none).
+    pub fn component_stderr(&self, component: &str) -> String {
+        self.state_path
+            .as_ref()
+            .and_then(|s| std::fs::read_to_string(s.join("logs").join(format!("{component}_stderr.txt"))).ok())
+            .unwrap_or_default()
+    }
+
+    /// Everything the host printed on stdout so far.
     pub fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
     }
 
-    /// Everything the dev host printed on stderr so far.
+    /// Everything the host printed on stderr so far (both hosts echo component output there).
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -467,12 +895,12 @@ impl DevHost {
         self.request("DELETE", path, &[], b"")
     }
 
-    /// One HTTP exchange (timeout [`HTTP_TIMEOUT`]); panics on transport errors with the dev
-    /// host's stderr attached.
+    /// One HTTP exchange (timeout [`HTTP_TIMEOUT`]); panics on transport errors with the host's
+    /// stderr attached.
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         match http_call(&self.agent, method, &self.url(path), headers, body) {
             Ok(r) => r,
-            Err(e) => panic!("{method} {path} failed: {e}\n--- dev host stderr ---\n{}", self.stderr()),
+            Err(e) => panic!("{method} {path} failed: {e}\n--- {} stderr ---\n{}", self.kind, self.stderr()),
         }
     }
 
@@ -490,10 +918,107 @@ impl DevHost {
 
 impl Drop for DevHost {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_tree(&mut self.child);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The app's key-value store, seen directly
+// ---------------------------------------------------------------------------------------------
+
+/// The app's `default` store behind the host: the SQLite file (Spin's schema
+/// `spin_key_value(store, key, value)`, which both hosts use) or the Redis server (plain keys,
+/// as both hosts store them).
+#[derive(Clone, Debug)]
+pub enum KvStore {
+    Sqlite(PathBuf),
+    Redis(u16),
+}
+
+impl KvStore {
+    fn sqlite(path: &Path) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        conn
+    }
+
+    /// Every key, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        self.value_sizes().into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Every key with the size of its value, sorted by key.
+    pub fn value_sizes(&self) -> Vec<(String, usize)> {
+        match self {
+            KvStore::Sqlite(path) => {
+                let conn = KvStore::sqlite(path);
+                let mut stmt = conn
+                    .prepare("SELECT key, length(value) FROM spin_key_value WHERE store = 'default' ORDER BY key")
+                    .unwrap();
+                stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as usize)))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            }
+            KvStore::Redis(port) => {
+                let mut conn = RedisConn::open(*port);
+                let keys = match conn.call(&[b"KEYS", b"*"]) {
+                    RespValue::Array(Some(items)) => items
+                        .into_iter()
+                        .map(|v| match v {
+                            RespValue::Bulk(Some(k)) => String::from_utf8_lossy(&k).into_owned(),
+                            other => panic!("redis KEYS: unexpected item {other:?}"),
+                        })
+                        .collect::<Vec<_>>(),
+                    other => panic!("redis KEYS: unexpected reply {other:?}"),
+                };
+                let mut out: Vec<(String, usize)> = keys
+                    .into_iter()
+                    .map(|k| match conn.call(&[b"STRLEN", k.as_bytes()]) {
+                        RespValue::Int(n) => (k, n as usize),
+                        other => panic!("redis STRLEN {k}: unexpected reply {other:?}"),
+                    })
+                    .collect();
+                out.sort();
+                out
+            }
+        }
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self {
+            KvStore::Sqlite(path) => KvStore::sqlite(path)
+                .query_row("SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1", [key], |row| {
+                    row.get(0)
+                })
+                .ok(),
+            KvStore::Redis(port) => match RedisConn::open(*port).call(&[b"GET", key.as_bytes()]) {
+                RespValue::Bulk(value) => value,
+                other => panic!("redis GET {key}: unexpected reply {other:?}"),
+            },
+        }
+    }
+
+    /// Set `key` to `value` behind the app's back.
+    pub fn set(&self, key: &str, value: &[u8]) {
+        match self {
+            KvStore::Sqlite(path) => {
+                KvStore::sqlite(path)
+                    .execute(
+                        "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2) \
+                         ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
+                        rusqlite::params![key, value],
+                    )
+                    .unwrap_or_else(|e| panic!("sqlite set {key}: {e}"));
+            }
+            KvStore::Redis(port) => match RedisConn::open(*port).call(&[b"SET", key.as_bytes(), value]) {
+                RespValue::Simple(ok) if ok == "OK" => {}
+                other => panic!("redis SET {key}: unexpected reply {other:?}"),
+            },
         }
     }
 }
@@ -875,6 +1400,16 @@ impl RedisServer {
         panic!("{test}: redis-server did not come up");
     }
 
+    /// One for an app start under `DOWNLINK_TEST_KV=redis`: there Redis was asked for, so a
+    /// missing `redis-server` is an error, never a skip (`cargo xtask test` skips the Redis runs
+    /// when it is absent, except under CI).
+    pub fn start_for_app(what: &str) -> RedisServer {
+        if find_on_path("redis-server").is_none() {
+            panic!("{what}: DOWNLINK_TEST_KV=redis, but redis-server is not on PATH (apt-get install redis-server)");
+        }
+        RedisServer::start_or_skip(what).expect("redis-server is on PATH")
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -898,6 +1433,89 @@ impl Drop for RedisServer {
 
 fn redis_ping(port: u16) -> bool {
     redis_command(port, &["PING"]).map(|r| r.starts_with("+PONG")).unwrap_or(false)
+}
+
+/// One reply of the Redis protocol (RESP2).
+#[derive(Debug)]
+enum RespValue {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<RespValue>>),
+}
+
+/// A minimal Redis client (binary-safe requests, whole replies of any size) for inspecting the
+/// app's store.
+struct RedisConn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl RedisConn {
+    fn open(port: u16) -> RedisConn {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect to redis on {addr}: {e}"));
+        stream.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(HTTP_TIMEOUT)).unwrap();
+        RedisConn { reader: BufReader::new(stream.try_clone().expect("clone redis stream")), writer: stream }
+    }
+
+    /// One command; panics on transport errors and on error replies.
+    fn call(&mut self, args: &[&[u8]]) -> RespValue {
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        self.writer.write_all(&req).unwrap_or_else(|e| panic!("redis write: {e}"));
+        match read_resp(&mut self.reader) {
+            Ok(RespValue::Error(e)) => panic!("redis {}: {e}", String::from_utf8_lossy(args[0])),
+            Ok(v) => v,
+            Err(e) => panic!("redis {}: {e}", String::from_utf8_lossy(args[0])),
+        }
+    }
+}
+
+fn read_resp(r: &mut impl BufRead) -> Result<RespValue, String> {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+    if !line.ends_with(b"\r\n") {
+        return Err(format!("truncated reply {:?}", String::from_utf8_lossy(&line)));
+    }
+    let text = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
+    let number = || text.parse::<i64>().map_err(|e| format!("bad length {text:?}: {e}"));
+    Ok(match line[0] {
+        b'+' => RespValue::Simple(text),
+        b'-' => RespValue::Error(text),
+        b':' => RespValue::Int(number()?),
+        b'$' => {
+            let n = number()?;
+            if n < 0 {
+                RespValue::Bulk(None)
+            } else {
+                let mut data = vec![0u8; n as usize + 2];
+                r.read_exact(&mut data).map_err(|e| e.to_string())?;
+                data.truncate(n as usize);
+                RespValue::Bulk(Some(data))
+            }
+        }
+        b'*' => {
+            let n = number()?;
+            if n < 0 {
+                RespValue::Array(None)
+            } else {
+                let mut items = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    items.push(read_resp(r)?);
+                }
+                RespValue::Array(Some(items))
+            }
+        }
+        other => return Err(format!("unknown reply type {:?}", other as char)),
+    })
 }
 
 fn redis_command(port: u16, args: &[&str]) -> Result<String, String> {
@@ -1517,23 +2135,23 @@ pub fn bearer_for(suite: &str, name: &str) -> String {
     format!("Bearer {}", token_for(suite, name))
 }
 
-/// A dev host for the real app (`spin.toml`) with `api_tokens` = [`tokens_config`]`(suite,
-/// entries)`.
+/// The real app (`spin.toml`) on the selected host and store ([`DevHost::selected`]) with
+/// `api_tokens` = [`tokens_config`]`(suite, entries)`.
 pub fn app_builder(suite: &str, entries: &[(&str, &[&str])]) -> DevHostBuilder {
-    DevHost::builder(app_manifest()).variable("api_tokens", &tokens_config(suite, entries))
+    DevHost::selected(app_manifest()).variable("api_tokens", &tokens_config(suite, entries))
 }
 
 // ---------------------------------------------------------------------------------------------
 // The real app under test, as seen by one suite's principals
 // ---------------------------------------------------------------------------------------------
 
-/// A running dev host of the real app plus a client with the suite's own timeout; principals
+/// A running host (dev host or Spin, see [`test_env`]) of the real app plus a client with the suite's own timeout; principals
 /// are the suite's token names (see [`token_for`]). Suites wrap it with their own helpers.
 pub struct TestApp {
     pub host: DevHost,
     pub agent: ureq::Agent,
     suite: &'static str,
-    /// Failure messages show only this many last lines of the dev host's stderr (None: all).
+    /// Failure messages show only this many last lines of the host's stderr (None: all).
     stderr_lines: Option<usize>,
 }
 
@@ -1552,19 +2170,19 @@ impl TestApp {
         TestApp::from_builder(suite, builder, client_timeout)
     }
 
-    /// Starts `builder` (panicking with the dev host's output when it does not come up).
+    /// Starts `builder` (panicking with the host's output when it does not come up).
     pub fn from_builder(suite: &'static str, builder: DevHostBuilder, client_timeout: Duration) -> TestApp {
         let host = builder.start().unwrap_or_else(|f| panic!("{f}"));
         TestApp { host, agent: client_with_timeout(client_timeout), suite, stderr_lines: None }
     }
 
-    /// Show only the last `lines` lines of the dev host's stderr in failure messages.
+    /// Show only the last `lines` lines of the host's stderr in failure messages.
     pub fn with_stderr_tail(mut self, lines: usize) -> TestApp {
         self.stderr_lines = Some(lines);
         self
     }
 
-    /// The dev host's stderr as failure messages show it (see [`TestApp::with_stderr_tail`]).
+    /// The host's stderr as failure messages show it (see [`TestApp::with_stderr_tail`]).
     pub fn stderr_tail(&self) -> String {
         let all = self.host.stderr();
         match self.stderr_lines {
@@ -1597,8 +2215,9 @@ impl TestApp {
             all.push(("Authorization", auth.as_str()));
         }
         all.extend_from_slice(headers);
-        http_request(&self.agent, method, &self.host.url(path), &all, body)
-            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}\n--- dev host stderr ---\n{}", self.stderr_tail()))
+        http_request(&self.agent, method, &self.host.url(path), &all, body).unwrap_or_else(|e| {
+            panic!("{method} {path} failed: {e}\n--- {} stderr ---\n{}", self.host.kind(), self.stderr_tail())
+        })
     }
 
     /// `PUT url` as `principal`, expecting 201 or 200.
@@ -1686,4 +2305,61 @@ fn lowercase_headers(headers: &ureq::http::HeaderMap) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serving_lines_of_both_hosts_parse() {
+        assert_eq!(parse_serving_line("Serving http://127.0.0.1:3000\n").as_deref(), Some("http://127.0.0.1:3000"));
+        // Spin 4.0.2: "\nServing http://127.0.0.1:PORT", possibly coloured on a terminal.
+        assert_eq!(
+            parse_serving_line("\u{1b}[1;32mServing\u{1b}[0m http://127.0.0.1:45353\n").as_deref(),
+            Some("http://127.0.0.1:45353")
+        );
+        assert_eq!(parse_serving_line("Serving spin.toml\n"), None);
+        assert_eq!(parse_serving_line("Available Routes:\n"), None);
+    }
+
+    #[test]
+    fn runtime_configs_with_a_default_store_are_kept() {
+        assert!(defines_default_store("[key_value_store.default]\ntype = \"spin\"\n"));
+        assert!(defines_default_store("  [ key_value_store.\"default\" ] # mine\n"));
+        assert!(!defines_default_store("[key_value_store.other]\ntype = \"spin\"\n"));
+        assert!(!defines_default_store("[outbound_networking]\nblock_networks = [\"private\"]\n"));
+    }
+
+    #[test]
+    fn spin_port_clashes_are_recognised() {
+        let failure = |stderr: &str| StartupFailure {
+            status: None,
+            stdout: String::new(),
+            stderr: stderr.into(),
+            reason: "exited before serving".into(),
+            host: HostKind::Spin,
+        };
+        // Spin 4.0.2's message.
+        assert!(failure(
+            "Error: 127.0.0.1:60429 is already in use. To have Spin search for a free port, use the \
+             --find-free-port option.\n"
+        )
+        .is_port_clash());
+        assert!(!failure("Error: missing required variable api_tokens\n").is_port_clash());
+    }
+
+    #[test]
+    fn resp_replies_parse() {
+        let mut input: &[u8] = b"*3\r\n$3\r\nabc\r\n$-1\r\n:42\r\n+OK\r\n";
+        match read_resp(&mut input).unwrap() {
+            RespValue::Array(Some(items)) => {
+                assert!(matches!(&items[0], RespValue::Bulk(Some(v)) if v == b"abc"));
+                assert!(matches!(&items[1], RespValue::Bulk(None)));
+                assert!(matches!(&items[2], RespValue::Int(42)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(read_resp(&mut input).unwrap(), RespValue::Simple(s) if s == "OK"));
+    }
 }

@@ -1,4 +1,8 @@
 //! End-to-end tests of the operator endpoints (`/api/v1/admin/...`) on the real app.
+//!
+//! The host and store come from the environment (see `downlink_e2e::test_env`):
+//! `DOWNLINK_TEST_HOST=devhost|spin` (Spin: `SPIN_BIN`, else `spin` on PATH) and
+//! `DOWNLINK_TEST_KV=sqlite|redis`; `cargo xtask test` runs every combination it can.
 
 use std::time::Duration;
 
@@ -15,13 +19,6 @@ fn start() -> DevHost {
 
 fn bearer(name: &str) -> String {
     bearer_for(SUITE, name)
-}
-
-fn sqlite_keys(host: &DevHost) -> Vec<String> {
-    let db = host.state_dir().expect("state dir").join("sqlite_key_value.db");
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn.prepare("SELECT key FROM spin_key_value ORDER BY key").unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
 }
 
 #[test]
@@ -41,11 +38,7 @@ fn gc_removes_orphan_chunks_and_expired_plans_and_keeps_files() {
     let id = prepared.json()["rslt"].as_str().unwrap().to_string();
 
     // What a crash mid-upload leaves behind: a chunk of a blob nothing refers to.
-    let db = host.state_dir().unwrap().join("sqlite_key_value.db");
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .execute("INSERT INTO spin_key_value (store, key, value) VALUES ('default', 'chunk:orphan-blob:0', x'00')", [])
-        .unwrap();
+    host.kv().set("chunk:orphan-blob:0", &[0]);
     std::thread::sleep(Duration::from_millis(1100)); // the plan expires
 
     let forbidden = host.request("POST", "/api/v1/admin/gc?grace=0", &[("Authorization", &alice)], b"");
@@ -58,7 +51,7 @@ fn gc_removes_orphan_chunks_and_expired_plans_and_keeps_files() {
     let report = gc.json();
     assert_eq!(report["orphan_chunks_deleted"], 1, "{report}");
     assert_eq!(report["expired_plans_deleted"], 1, "{report}");
-    let keys = sqlite_keys(&host);
+    let keys = host.kv().keys();
     assert!(!keys.iter().any(|k| k.starts_with("chunk:orphan-blob") || k.starts_with("prep:")), "{keys:?}");
 
     let file = host.request("GET", "/docs/a.txt", &[("Authorization", &alice)], b"");

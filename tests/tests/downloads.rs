@@ -1,12 +1,16 @@
 //! End-to-end tests of remote URL downloads (`GET /{dir}?download=URL`, the active lists, one
 //! record, cancel, history) through the real application manifest (`spin.toml` at the workspace
-//! root) on the dev host, against a [`TestOrigin`] the test starts on 127.0.0.1.
+//! root) on the dev host or real Spin, against a [`TestOrigin`] the test starts on 127.0.0.1.
 //!
 //! Prerequisites:
 //!   cargo xtask build-wasm && cargo build --release -p devhost
 //!   DEVHOST_BIN=target/release/devhost cargo test -p downlink-e2e --test downloads -- --test-threads=2
 //!
-//! Every test starts its own dev host (127.0.0.1:0, fresh state dir unless it needs a persistent
+//! The host and store come from the environment (see `downlink_e2e::test_env`):
+//! `DOWNLINK_TEST_HOST=devhost|spin` (Spin: `SPIN_BIN`, else `spin` on PATH) and
+//! `DOWNLINK_TEST_KV=sqlite|redis`; `cargo xtask test` runs every combination it can.
+//!
+//! Every test starts its own host (127.0.0.1, fresh state dir unless it needs a persistent
 //! one) with `allow_download=true` and `download_allow_private=true` (the origin is loopback)
 //! unless it tests those switches. Every HTTP call has a timeout and every poll loop a deadline.
 
@@ -91,15 +95,22 @@ impl App {
     /// The real app with downloads on and private targets allowed, plus `overrides`
     /// (`(name, value)`; value [`UNSET`] removes a default).
     fn start(overrides: &[(&str, &str)]) -> App {
-        App::launch(overrides, None)
+        App::launch(overrides, None, None)
     }
 
-    /// Like [`App::start`] with `--state-dir state` (persistent across restarts).
-    fn start_in(state: &Path, overrides: &[(&str, &str)]) -> App {
-        App::launch(overrides, Some(state))
+    /// Like [`App::start`] on `state` (its state dir and, with Redis, its store: persistent
+    /// across restarts).
+    fn start_in(state: &HostState, overrides: &[(&str, &str)]) -> App {
+        App::launch(overrides, Some(state), None)
     }
 
-    fn launch(overrides: &[(&str, &str)], state: Option<&Path>) -> App {
+    /// Like [`App::start`] with `--runtime-config-file runtime_config` (with Redis the harness
+    /// adds its store to a copy).
+    fn start_with_runtime_config(runtime_config: &Path, overrides: &[(&str, &str)]) -> App {
+        App::launch(overrides, None, Some(runtime_config))
+    }
+
+    fn launch(overrides: &[(&str, &str)], state: Option<&HostState>, runtime_config: Option<&Path>) -> App {
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
         vars.insert("api_tokens".into(), tokens_config(SUITE, TOKENS));
         vars.insert("allow_download".into(), "true".into());
@@ -111,9 +122,12 @@ impl App {
                 vars.insert(k.to_string(), v.to_string());
             }
         }
-        let mut builder = DevHost::builder(app_manifest());
+        let mut builder = DevHost::selected(app_manifest());
         if let Some(state) = state {
-            builder = builder.without_state_dir().arg("--state-dir").arg(state.to_string_lossy().into_owned());
+            builder = builder.state(state);
+        }
+        if let Some(rtc) = runtime_config {
+            builder = builder.runtime_config(rtc);
         }
         for (k, v) in &vars {
             builder = builder.variable(k, v);
@@ -1352,21 +1366,21 @@ fn history_retention_keeps_the_newest() {
 
 #[test]
 fn killed_host_leaves_a_failed_record_not_a_stuck_one() {
-    let state = tempdir("dl-stale-state");
+    let state = HostState::new("dl-stale-state");
     let len = 64 * MIB as u64;
     let origin = TestOrigin::start(vec![
         ("/done.bin", Route::ok(b"finished before the crash".to_vec())),
         ("/slow.bin", Route::throttled(41, len, 256 * KIB as u64, false)),
     ]);
     let vars = [("download_heartbeat_secs", "1")];
-    let app = App::start_in(state.path(), &vars);
+    let app = App::start_in(&state, &vars);
     let (done, done_file) = start_ok(&app, "crash", &origin.url("/done.bin"), &[]);
     wait_completed(&app, &done, 25, SMALL);
     let (id, file) = start_ok(&app, "crash", &origin.url("/slow.bin"), &[]);
     wait_downloading(&app, &id, SMALL);
     drop(app); // SIGKILL mid-transfer
 
-    let app = App::start_in(state.path(), &vars);
+    let app = App::start_in(&state, &vars);
     let restarted = Instant::now();
     let mut last = Json::Null;
     let record = poll_until(Duration::from_secs(10), || {
@@ -1387,6 +1401,36 @@ fn killed_host_leaves_a_failed_record_not_a_stuck_one() {
     // Records and files from before the crash survive it.
     assert_eq!(history_entry(&app, &done)["status"], json!("completed"));
     expect_file(&app, &done_file, b"finished before the crash");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host's network policy
+// ---------------------------------------------------------------------------------------------
+
+/// The DNS-rebinding defence the README asks production for: `[outbound_networking]
+/// block_networks = ["private"]` in the host's runtime config. A name the URL policy lets
+/// through (private targets are allowed in this suite) but that resolves to loopback, and a
+/// loopback literal, are refused by the host when it connects; the app reports
+/// `DOMAIN_BLOCKED`. Storage is unaffected (with Redis, the harness adds its store to this
+/// runtime config: the file record below lands there).
+#[test]
+fn host_block_networks_refusal_is_domain_blocked() {
+    let origin = TestOrigin::start(vec![("/rebound.bin", Route::ok(b"must not arrive".to_vec()))]);
+    let dir = tempdir("dl-block-networks");
+    let rtc = dir.path().join("runtime-config.toml");
+    std::fs::write(&rtc, "[outbound_networking]\nblock_networks = [\"private\"]\n").unwrap();
+    let app = App::start_with_runtime_config(&rtc, &[]);
+    for url in [format!("http://localhost:{}/rebound.bin", origin.port()), origin.url("/rebound.bin")] {
+        let (id, file) = start_ok(&app, "rebind", &url, &[]);
+        let record = wait_failed(&app, &id, "DOMAIN_BLOCKED", SMALL);
+        expect_no_file(&app, &file, &url);
+        assert_eq!(history_entry(&app, &id)["error"], json!("DOMAIN_BLOCKED"), "{record}");
+    }
+    assert_eq!(origin.total_hits(), 0, "the host connected to a blocked network");
+    app.upload("/rebind/kept.txt", b"stored");
+    expect_file(&app, "rebind/kept.txt", b"stored");
+    let keys = app.host.kv().keys();
+    assert!(keys.contains(&"file:rebind/kept.txt".to_string()), "the store the harness configured: {keys:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

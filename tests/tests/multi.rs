@@ -1,15 +1,19 @@
 //! End-to-end tests of the multi-file download (`POST /api/download/prepare`, then
 //! `POST|GET /api/download/multi?id=...`, and `GET /api/download/usage`) through the real
-//! application manifest (`spin.toml` at the workspace root), served by the dev host.
+//! application manifest (`spin.toml` at the workspace root), served by the dev host or real Spin.
 //!
 //! Prerequisites:
 //!   cargo xtask build-wasm && cargo build --release -p devhost
 //!   DEVHOST_BIN=target/release/devhost cargo test -p downlink-e2e --test multi
 //!
+//! The host and store come from the environment (see `downlink_e2e::test_env`):
+//! `DOWNLINK_TEST_HOST=devhost|spin` (Spin: `SPIN_BIN`, else `spin` on PATH) and
+//! `DOWNLINK_TEST_KV=sqlite|redis`; `cargo xtask test` runs every combination it can.
+//!
 //! Files are uploaded through the file API first. Every archive is read back with the `zip`
 //! crate, Info-ZIP `unzip -t` and Python's `zipfile` (the external tools are required when `CI`
-//! is set, skipped with a note otherwise). Every test starts its own dev host on 127.0.0.1:0
-//! with a fresh state dir; every HTTP call has a timeout.
+//! is set, skipped with a note otherwise). Every test starts its own host on 127.0.0.1 with a
+//! fresh state dir; every HTTP call has a timeout.
 
 use std::fs::File;
 use std::io::{Cursor, Read, Write};
@@ -702,21 +706,9 @@ fn range_requests_on_the_archive() {
 /// the source's blob), by writing the dev host's SQLite store directly — the cheap way to get
 /// more than 4 GiB of files while uploading only one. To the app they are ordinary files.
 fn clone_file_records(app: &App, source: &str, dir: &str, count: usize) -> Vec<String> {
-    let db_path = app.host.state_dir().expect("state dir").join("sqlite_key_value.db");
-    let db = rusqlite::Connection::open(&db_path).expect("open the dev host's store");
-    db.busy_timeout(Duration::from_secs(30)).unwrap();
-    let get = |key: &str| -> Option<Vec<u8>> {
-        db.query_row("SELECT value FROM spin_key_value WHERE store = 'default' AND key = ?1", [key], |row| row.get(0))
-            .ok()
-    };
-    let set = |key: &str, value: &[u8]| {
-        db.execute(
-            "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2) \
-             ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
-            rusqlite::params![key, value],
-        )
-        .expect("write record");
-    };
+    let store = app.host.kv();
+    let get = |key: &str| store.get(key);
+    let set = |key: &str, value: &[u8]| store.set(key, value);
     let source_path = StoragePath::parse(source).unwrap();
     let meta = FileMeta::from_json_bytes(&get(&meta_key(&source_path)).expect("source record")).unwrap();
     let dir_path = StoragePath::parse(dir).unwrap();
@@ -840,10 +832,7 @@ fn expired_ids_are_410_then_gone() {
 }
 
 fn kv_keys(app: &App) -> Vec<String> {
-    let db_path = app.host.state_dir().expect("state dir").join("sqlite_key_value.db");
-    let db = rusqlite::Connection::open(&db_path).expect("open store");
-    let mut stmt = db.prepare("SELECT key FROM spin_key_value WHERE store = 'default'").unwrap();
-    stmt.query_map([], |row| row.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
+    app.host.kv().keys()
 }
 
 #[test]

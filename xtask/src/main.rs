@@ -5,7 +5,9 @@
 //!   configured (`SPIN_VARIABLE_API_TOKENS` or `--variable api_tokens=...`), it uses a local
 //!   admin token kept in `.spin/dev-token.json` and prints it, so curl works at once.
 //! - `cargo xtask test` builds the dev host and every wasm component (app and test fixtures),
-//!   then runs all tests: unit, dev host, end-to-end.
+//!   then runs all tests: unit, dev host, end-to-end (dev host, SQLite store); then the app's
+//!   end-to-end suites again on the dev host with Redis and, when a Spin CLI is found
+//!   (`SPIN_BIN`, else `spin` on PATH), on real Spin with SQLite and with Redis.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -154,9 +156,127 @@ fn dev_token(path: &Path) -> Result<(String, String)> {
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
+    // Checked first: a wrong SPIN_BIN should not wait for the whole run to be reported.
+    let spin = spin_bin()?;
     let devhost = build_devhost(root)?;
     build_wasm(root)?;
     let mut cmd = cargo();
-    cmd.current_dir(root).env("DEVHOST_BIN", &devhost).arg("test").args(extra);
-    run(cmd)
+    cmd.current_dir(root)
+        .env("DEVHOST_BIN", &devhost)
+        .env("DOWNLINK_TEST_HOST", "devhost")
+        .env("DOWNLINK_TEST_KV", "sqlite")
+        .arg("test")
+        .args(extra);
+    // The other combinations run even when this one fails: CI then reports all of them.
+    let full = run(cmd);
+    if let Err(e) = &full {
+        eprintln!("xtask: FAILED: the full test run (dev host + sqlite): {e:#}");
+    }
+    e2e_matrix(root, &devhost, spin.as_deref(), extra, full.is_ok())
+}
+
+/// The package of the end-to-end tests, and the app's suites in it that run on every host and
+/// store (`compat` pins what real Spin's stores do to the app).
+const E2E_PACKAGE: &str = "downlink-e2e";
+const E2E_SUITES: &[&str] = &["files", "downloads", "multi", "admin", "compat"];
+
+/// After the full run (dev host, SQLite), the app's end-to-end suites again on the other
+/// host/store combinations: dev host + Redis, then (with a Spin CLI, `spin`) Spin + SQLite and
+/// Spin + Redis. Every combination runs; any failure (`full_ok`: the full run's) fails the
+/// command. Without `redis-server` the Redis runs are skipped, except under CI (`CI` set), where
+/// that is a failure. Arguments after `--` in `extra` (test filters, `--nocapture`, ...) apply
+/// to these runs too.
+fn e2e_matrix(root: &Path, devhost: &Path, spin: Option<&Path>, extra: &[String], full_ok: bool) -> Result<()> {
+    let test_args: &[String] = match extra.iter().position(|a| a == "--") {
+        Some(i) => &extra[i + 1..],
+        None => &[],
+    };
+    let mut failed = Vec::new();
+    if !full_ok {
+        failed.push("the full run (devhost + sqlite)".to_string());
+    }
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+    let redis = find_on_path("redis-server").is_some();
+    if !redis {
+        if ci {
+            eprintln!("xtask: FAILED: redis-server is not on PATH, and CI is set: install Redis");
+            failed.push("Redis (redis-server not on PATH, CI set)".to_string());
+        } else {
+            eprintln!("xtask: Redis runs: skipped (redis-server not on PATH; under CI this fails)");
+        }
+    }
+    let mut combos: Vec<(&str, &str)> = Vec::new();
+    if redis {
+        combos.push(("devhost", "redis"));
+    }
+    match spin {
+        Some(bin) => {
+            eprintln!("xtask: real Spin: {}", bin.display());
+            combos.push(("spin", "sqlite"));
+            if redis {
+                combos.push(("spin", "redis"));
+            }
+        }
+        None => eprintln!("xtask: real Spin: skipped (set SPIN_BIN or put spin on PATH)"),
+    }
+
+    for (host, kv) in &combos {
+        let mut cmd = cargo();
+        cmd.current_dir(root)
+            .env("DEVHOST_BIN", devhost)
+            .env("DOWNLINK_TEST_HOST", host)
+            .env("DOWNLINK_TEST_KV", kv)
+            // Every suite runs even when one fails: the report then covers all of them.
+            .args(["test", "--no-fail-fast", "-p", E2E_PACKAGE]);
+        if let Some(bin) = spin {
+            cmd.env("SPIN_BIN", bin);
+        }
+        for suite in E2E_SUITES {
+            cmd.args(["--test", suite]);
+        }
+        if !test_args.is_empty() {
+            cmd.arg("--").args(test_args);
+        }
+        eprintln!("xtask: == end-to-end suites on {host} + {kv}");
+        if let Err(e) = run(cmd) {
+            eprintln!("xtask: FAILED: end-to-end suites on {host} + {kv}: {e:#}");
+            failed.push(format!("{host} + {kv}"));
+        }
+    }
+    let mut summary = vec![format!("devhost + sqlite (full run): {}", if full_ok { "ok" } else { "FAILED" })];
+    for (host, kv) in &combos {
+        let label = format!("{host} + {kv}");
+        let verdict = if failed.contains(&label) { "FAILED" } else { "ok" };
+        summary.push(format!("{label}: {verdict}"));
+    }
+    if spin.is_none() {
+        summary.push("real Spin: skipped (set SPIN_BIN or put spin on PATH)".into());
+    }
+    if !redis {
+        summary.push("Redis: skipped (redis-server not on PATH)".into());
+    }
+    eprintln!("xtask: end-to-end results:\n  {}", summary.join("\n  "));
+    if !failed.is_empty() {
+        bail!("end-to-end suites failed on: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// The Spin CLI: `$SPIN_BIN` (an error when set but not a file), else `spin` on PATH.
+fn spin_bin() -> Result<Option<PathBuf>> {
+    match std::env::var_os("SPIN_BIN").filter(|v| !v.is_empty()) {
+        Some(p) => {
+            let path = PathBuf::from(p);
+            if !path.is_file() {
+                bail!("SPIN_BIN={} is not a file", path.display());
+            }
+            Ok(Some(std::fs::canonicalize(&path).unwrap_or(path)))
+        }
+        None => Ok(find_on_path("spin")),
+    }
 }
