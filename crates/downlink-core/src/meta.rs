@@ -47,6 +47,10 @@ pub struct FileMeta {
     /// Hex SHA-256 of the content, when it was computed (e.g. to verify a download).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The blob of the record this one replaced, so a concurrent writer can tell that its own
+    /// write landed before this one (see [`FileMeta::supersedes`]). Never shown to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<BlobId>,
 }
 
 impl FileMeta {
@@ -56,10 +60,19 @@ impl FileMeta {
         format!("\"{}-{:x}-{:08x}\"", self.blob_id, self.size, self.crc32)
     }
 
+    /// Whether this record, found by `other`'s writer on a retry (a concurrent write landed),
+    /// stays rather than `other`: it replaced `other` itself, or it is the later of the two in
+    /// (`modified`, `blob_id`) order. Every writer decides the same, so concurrent writes of a
+    /// path end with one record however the store reported each swap.
+    pub fn supersedes(&self, other: &FileMeta) -> bool {
+        self.replaces.as_ref() == Some(&other.blob_id)
+            || (self.modified, &self.blob_id) > (other.modified, &other.blob_id)
+    }
+
     /// Serialises to the stored JSON form.
     pub fn to_json_bytes(&self) -> Vec<u8> {
         // Plain data with string keys: serialisation cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::json::to_bytes(self)
     }
 
     /// Parses the stored JSON form.
@@ -146,7 +159,7 @@ impl DirIndex {
 
     /// Serialises deterministically (sorted names).
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::json::to_bytes(self)
     }
 
     /// Parses the stored form.
@@ -257,6 +270,7 @@ mod tests {
             blob_id: BlobId::new("b1").unwrap(),
             chunk_size: 1024,
             sha256: None,
+            replaces: None,
         }
     }
 

@@ -58,7 +58,9 @@ impl CounterEncoding {
     /// Recognises `bytes` as a counter of either encoding. 8 bytes that are all digits are
     /// decimal text: as little-endian they would be a counter above 3.4 × 10¹⁸.
     pub fn decode(bytes: &[u8]) -> Option<(CounterEncoding, i64)> {
-        let text = std::str::from_utf8(bytes).ok().filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
+        let text = std::str::from_utf8(bytes)
+            .ok()
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
         if let Some(value) = text.and_then(|t| t.parse().ok()) {
             return Some((CounterEncoding::Decimal, value));
         }
@@ -224,7 +226,9 @@ mod tests {
     use super::*;
     use crate::blob::BlobId;
     use crate::path::StoragePath;
-    use crate::storage::{cas_update, list_dir, read_file, read_meta, write_file, CasStep, MemoryStorage, Semantics, WriteOptions};
+    use crate::storage::{
+        cas_update, list_dir, read_file, read_meta, write_file, CasStep, MemoryStorage, Semantics, WriteOptions,
+    };
     use std::sync::Arc;
 
     fn no_pause(_: Duration) {}
@@ -310,7 +314,10 @@ mod tests {
         store.raw().increment(&claim_key("k"), 1).unwrap();
         assert_eq!(store.compare_and_swap("k", None, b"v").unwrap(), CasOutcome::Swapped);
         assert_eq!(store.get("k").unwrap().unwrap(), b"v");
-        assert_eq!(store.compare_and_swap("k", None, b"w").unwrap(), CasOutcome::Conflict { current: Some(b"v".to_vec()) });
+        assert_eq!(
+            store.compare_and_swap("k", None, b"w").unwrap(),
+            CasOutcome::Conflict { current: Some(b"v".to_vec()) }
+        );
     }
 
     #[test]
@@ -369,7 +376,8 @@ mod tests {
                         std::thread::spawn(move || {
                             let path = StoragePath::parse(&format!("r{round}/sub/f{n}.bin")).unwrap();
                             let id = BlobId::new(format!("b{round}x{n}")).unwrap();
-                            let options = WriteOptions { chunk_size: 4, chunks_per_batch: 1, ..WriteOptions::default() };
+                            let options =
+                                WriteOptions { chunk_size: 4, chunks_per_batch: 1, ..WriteOptions::default() };
                             write_file(&*store, &path, id, [format!("content {n}").as_bytes()], options, 100).unwrap();
                         })
                     })
@@ -382,29 +390,46 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_replacements_of_one_file_leave_a_readable_file_on_redis_semantics() {
-        let store = Arc::new(ExactKv::new(MemoryStorage::with_semantics(Semantics::SpinRedis), std::thread::sleep));
-        let path = StoragePath::parse("same.bin").unwrap();
-        for round in 0..10 {
-            let threads: Vec<_> = (0..6)
-                .map(|n| {
-                    let (store, path) = (store.clone(), path.clone());
-                    std::thread::spawn(move || {
-                        let id = BlobId::new(format!("r{round}w{n}")).unwrap();
-                        let options = WriteOptions { chunk_size: 4, chunks_per_batch: 1, ..WriteOptions::default() };
-                        write_file(&*store, &path, id, [format!("writer {n} of round {round}").as_bytes()], options, 100)
+    fn concurrent_replacements_of_one_file_leave_one_whole_version_on_spin_semantics() {
+        for semantics in [Semantics::SpinRedis, Semantics::SpinSqlite] {
+            let store = Arc::new(ExactKv::new(MemoryStorage::with_semantics(semantics), std::thread::sleep));
+            let path = StoragePath::parse("same.bin").unwrap();
+            for round in 0..10 {
+                let threads: Vec<_> = (0..6)
+                    .map(|n| {
+                        let (store, path) = (store.clone(), path.clone());
+                        std::thread::spawn(move || {
+                            let id = BlobId::new(format!("r{round}w{n}")).unwrap();
+                            let options =
+                                WriteOptions { chunk_size: 4, chunks_per_batch: 1, ..WriteOptions::default() };
+                            write_file(
+                                &*store,
+                                &path,
+                                id,
+                                [format!("writer {n} of round {round}").as_bytes()],
+                                options,
+                                100,
+                            )
                             .unwrap();
+                        })
                     })
-                })
-                .collect();
-            threads.into_iter().for_each(|t| t.join().unwrap());
-            let meta = read_meta(&*store, &path).unwrap().unwrap();
-            let mut content = Vec::new();
-            for piece in read_file(&*store, &meta, None).unwrap() {
-                content.extend(piece.unwrap());
+                    .collect();
+                threads.into_iter().for_each(|t| t.join().unwrap());
+                let meta = read_meta(&*store, &path).unwrap().unwrap();
+                let mut content = Vec::new();
+                for piece in read_file(&*store, &meta, None).unwrap() {
+                    content.extend(piece.unwrap());
+                }
+                let text = String::from_utf8(content).unwrap();
+                assert!(text.starts_with("writer ") && text.ends_with(&format!("of round {round}")), "{text}");
+                let leftover: Vec<String> = store
+                    .raw()
+                    .keys()
+                    .into_iter()
+                    .filter(|key| key.starts_with("chunk:") && !key.starts_with(&format!("chunk:{}:", meta.blob_id)))
+                    .collect();
+                assert!(leftover.is_empty(), "round {round}: chunks of replaced versions left: {leftover:?}");
             }
-            let text = String::from_utf8(content).unwrap();
-            assert!(text.starts_with("writer ") && text.ends_with(&format!("of round {round}")), "{text}");
         }
     }
 }

@@ -300,21 +300,34 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
             blob_id: self.blob_id.clone(),
             chunk_size: self.chunk_size,
             sha256: finished.sha256,
+            replaces: None,
         };
         let key = meta_key(&self.path);
         let (mode, path) = (&self.mode, &self.path);
-        let previous_bytes = cas_update(storage, &key, |current| {
+        let mut retrying = false;
+        // Every record a write attempt replaced, if it landed (the store may not say).
+        let mut replaced_candidates: Vec<FileMeta> = Vec::new();
+        let (previous_bytes, superseded) = cas_update(storage, &key, |current| {
             check_mode(mode, path, current)?;
             let previous = current.and_then(|bytes| FileMeta::from_json_bytes(bytes).ok());
+            // A retry means another write landed since this one read the record (or, on a
+            // store that reports landed swaps as conflicts, after this one landed). Such
+            // concurrent writes settle on one winner whatever each writer was told.
+            if retrying && previous.as_ref().is_some_and(|other| other.supersedes(&meta)) {
+                return Ok(CasStep::Done((current.map(<[u8]>::to_vec), true)));
+            }
+            retrying = true;
             meta.created = previous.as_ref().map_or(now, |old| old.created);
-            Ok(CasStep::Write(meta.to_json_bytes(), current.map(<[u8]>::to_vec)))
+            meta.replaces = previous.as_ref().map(|old| old.blob_id.clone());
+            replaced_candidates.extend(previous);
+            Ok(CasStep::Write(meta.to_json_bytes(), (current.map(<[u8]>::to_vec), false)))
         })
         .map_err(not_yet)?;
 
         // Published: the file is visible and complete.
         let parent = self.path.parent().unwrap_or_default();
         if let Err(error) = insert_entry(storage, &parent, &name, EntryKind::File) {
-            if error.code == ErrorCode::Conflict {
+            if error.code == ErrorCode::Conflict && !superseded {
                 // A directory of the same name appeared meanwhile: undo the publication.
                 let ours = meta.to_json_bytes();
                 let restored = match &previous_bytes {
@@ -331,19 +344,21 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
         }
         let _ = storage.delete(&pending_key(&self.blob_id));
         let replaced = previous_bytes.is_some();
-        let previous = previous_bytes.and_then(|bytes| FileMeta::from_json_bytes(&bytes).ok());
-        // The replaced blob's chunks go only once its own writer has finished (its marker is
-        // gone). A writer replaced while still publishing discards its own chunks below. So
-        // no chunk is discarded under a record that points at it, even when a store reports a
-        // landed swap as a conflict and its writer publishes once more (Spin's Redis store).
-        if let Some(old) = previous.filter(|old| old.blob_id != meta.blob_id) {
-            if let Ok(None) = storage.get(&pending_key(&old.blob_id)) {
-                let _ = discard_chunks(storage, &old.blob_id, old.chunk_count());
-            }
-        }
-        if let Ok(Some(now)) = read_meta(storage, &self.path) {
-            if now.blob_id != meta.blob_id {
-                let _ = discard_chunks(storage, &meta.blob_id, meta.chunk_count());
+        // Chunks go once nothing can point at them: the blob is not the path's record now,
+        // and its writer has finished (its marker is gone; a writer still publishing runs
+        // this same step for its own blob). That holds however the store reported each swap,
+        // so no chunk is discarded under a record, and none is left behind by a race.
+        if let Ok(current) = read_meta(storage, &self.path) {
+            let current_blob = current.map(|record| record.blob_id);
+            replaced_candidates.push(meta.clone());
+            let mut seen = std::collections::BTreeSet::new();
+            for candidate in replaced_candidates.iter().filter(|c| seen.insert(c.blob_id.clone())) {
+                if Some(&candidate.blob_id) == current_blob.as_ref() {
+                    continue;
+                }
+                if let Ok(None) = storage.get(&pending_key(&candidate.blob_id)) {
+                    let _ = discard_chunks(storage, &candidate.blob_id, candidate.chunk_count());
+                }
             }
         }
         Ok(Committed { meta, replaced })

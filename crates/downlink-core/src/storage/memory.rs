@@ -172,34 +172,23 @@ impl Storage for MemoryStorage {
         Self::begin_write(&mut state, key)?;
         Self::check_value(new)?;
         let current = state.data.get(key).cloned();
-        match state.semantics {
-            Semantics::Exact => {
-                if current.as_deref() != expected {
-                    return Ok(CasOutcome::Conflict { current });
-                }
-                state.data.insert(key.to_owned(), new.to_vec());
-                Ok(CasOutcome::Swapped)
-            }
-            Semantics::SpinSqlite => {
-                if seen.as_deref() != expected {
-                    return Ok(CasOutcome::Conflict { current: seen });
-                }
-                if expected.is_some() && current.as_deref() != expected {
-                    return Ok(CasOutcome::Conflict { current });
-                }
-                state.data.insert(key.to_owned(), new.to_vec());
-                Ok(CasOutcome::Swapped)
-            }
-            Semantics::SpinRedis => {
-                if seen.as_deref() != expected {
-                    return Ok(CasOutcome::Conflict { current: seen });
-                }
-                if current == seen {
-                    state.data.insert(key.to_owned(), new.to_vec());
-                }
-                Ok(CasOutcome::Conflict { current: state.data.get(key).cloned() })
-            }
+        // Spin's stores compare (in the guest, against `current`) before the hook's writer ran.
+        if state.semantics != Semantics::Exact && seen.as_deref() != expected {
+            return Ok(CasOutcome::Conflict { current: seen });
         }
+        let writes = match state.semantics {
+            Semantics::Exact => current.as_deref() == expected,
+            Semantics::SpinSqlite => expected.is_none() || current.as_deref() == expected,
+            Semantics::SpinRedis => current == seen,
+        };
+        if writes {
+            state.data.insert(key.to_owned(), new.to_vec());
+        }
+        Ok(match state.semantics {
+            Semantics::SpinRedis => CasOutcome::Conflict { current: state.data.get(key).cloned() },
+            _ if writes => CasOutcome::Swapped,
+            _ => CasOutcome::Conflict { current },
+        })
     }
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StorageError> {
