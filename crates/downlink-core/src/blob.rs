@@ -227,7 +227,7 @@ impl PendingMarker {
 
     /// Serialises to the stored JSON form.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::json::to_bytes(self)
     }
 
     /// Parses the stored JSON form.

@@ -17,16 +17,20 @@
 //! - [`zip`]: ZIP layout computed up front, served by byte range.
 //! - [`deflate_zip`]: the streamed, deflated archive of `compression=deflate`.
 //! - [`storage`]: the key-value trait backends implement and the file operations on it.
+//! - [`json`]: the one way records become bytes.
+//! - [`config`]: operator settings (Spin variables), parsed one way.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod blob;
+pub mod config;
 pub mod deflate_zip;
 pub mod download;
 pub mod error;
 pub mod http;
+pub mod json;
 pub mod meta;
 pub mod path;
 pub mod prepare;

@@ -179,7 +179,7 @@ pub struct PrepareResponse {
 impl PrepareResponse {
     /// The JSON body.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::json::to_bytes(self)
     }
 }
 
@@ -676,7 +676,7 @@ impl PreparedPlan {
 
     /// The whole plan as one JSON document.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::json::to_bytes(self)
     }
 
     /// Parses [`PreparedPlan::to_json_bytes`] output.
@@ -705,7 +705,7 @@ impl PreparedPlan {
         let mut parts: Vec<Vec<u8>> = Vec::new();
         let mut current = vec![b'['];
         for entry in &self.entries {
-            let json = serde_json::to_vec(entry).unwrap_or_default();
+            let json = crate::json::to_bytes(entry);
             // +2: the separating comma and the closing bracket.
             if current.len() > 1 && current.len() + json.len() + 2 > MAX_VALUE_BYTES {
                 current.push(b']');
@@ -803,7 +803,7 @@ impl PlanHead {
 
     /// Serialises to the stored JSON form.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::json::to_bytes(self)
     }
 
     /// Parses the stored JSON form.
@@ -952,7 +952,7 @@ impl BandwidthUsage {
 
     /// The JSON body.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::json::to_bytes(self)
     }
 }
 
@@ -1186,6 +1186,7 @@ mod tests {
             blob_id: BlobId::new(blob).unwrap(),
             chunk_size: 1024 * 1024,
             sha256: None,
+            replaces: None,
         }
     }
 

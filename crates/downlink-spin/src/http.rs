@@ -225,7 +225,7 @@ pub fn send_bytes(out: ResponseOutparam, status: u16, headers: &[(&str, String)]
 
 /// Sends a JSON response.
 pub fn send_json(out: ResponseOutparam, status: u16, value: &serde_json::Value) {
-    let body = serde_json::to_vec(value).expect("JSON values serialise");
+    let body = downlink_core::json::to_bytes(value);
     send_bytes(out, status, &[("content-type", JSON_CONTENT_TYPE.to_string())], &body);
 }
 

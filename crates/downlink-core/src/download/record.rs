@@ -160,7 +160,7 @@ pub struct ProgressReport {
 impl ProgressReport {
     /// The report as stored.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::json::to_bytes(self)
     }
 }
 
@@ -233,7 +233,7 @@ impl DownloadRecord {
     /// Serialises for storage.
     pub fn to_json_bytes(&self) -> Vec<u8> {
         // A struct of strings, numbers and enums always serialises.
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::json::to_bytes(self)
     }
 
     /// Parses a stored record.
@@ -396,11 +396,6 @@ impl DownloadRecord {
     }
 }
 
-fn to_json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
-    // Views hold only strings, numbers and options, which always serialise.
-    serde_json::to_vec(value).unwrap_or_default()
-}
-
 /// The fields every view starts with, in the reference's order.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ViewHead<'a> {
@@ -479,7 +474,7 @@ pub struct DetailView<'a> {
 impl DetailView<'_> {
     /// The JSON body.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        to_json_bytes(self)
+        crate::json::to_bytes(self)
     }
 }
 
@@ -490,7 +485,7 @@ struct ActiveListBody<'a> {
 
 /// `{"downloads":[…]}` for the active-downloads endpoints.
 pub fn active_list_body<'a>(records: impl IntoIterator<Item = &'a DownloadRecord>) -> Vec<u8> {
-    to_json_bytes(&ActiveListBody { downloads: records.into_iter().map(DownloadRecord::active_view).collect() })
+    crate::json::to_bytes(&ActiveListBody { downloads: records.into_iter().map(DownloadRecord::active_view).collect() })
 }
 
 #[derive(Serialize)]
@@ -503,7 +498,7 @@ struct HistoryBody<'a> {
 /// `{"history":[…],"next_cursor":"N"|null}`: pass `next_cursor` back as `cursor` for the
 /// next (older) page; null means there is none.
 pub fn history_body<'a>(records: impl IntoIterator<Item = &'a DownloadRecord>, next_cursor: Option<u64>) -> Vec<u8> {
-    to_json_bytes(&HistoryBody {
+    crate::json::to_bytes(&HistoryBody {
         history: records.into_iter().map(DownloadRecord::history_view).collect(),
         next_cursor: next_cursor.map(|cursor| cursor.to_string()),
     })
@@ -547,7 +542,7 @@ impl StartResponse {
 
     /// The JSON body.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        to_json_bytes(self)
+        crate::json::to_bytes(self)
     }
 }
 

@@ -324,7 +324,7 @@ fn parse_active(bytes: Option<&[u8]>) -> Result<Vec<String>, ApiError> {
 }
 
 fn active_bytes(ids: &[String]) -> Vec<u8> {
-    serde_json::to_vec(ids).unwrap_or_default()
+    crate::json::to_bytes(ids)
 }
 
 /// The ids holding a slot, in reservation order.
@@ -483,7 +483,7 @@ pub fn reserve_target<S: Storage + ?Sized>(
     now: u64,
 ) -> Result<bool, ApiError> {
     require_valid_id(id)?;
-    let mine = serde_json::to_vec(&TargetClaim { id: id.to_owned(), since: now }).unwrap_or_default();
+    let mine = crate::json::to_bytes(&TargetClaim { id: id.to_owned(), since: now });
     cas_update(storage, &target_key(path), |current| {
         let holder = match current {
             None | Some(b"") => None,
@@ -654,7 +654,7 @@ pub fn trim_history<S: Storage + ?Sized>(storage: &S, keep: u64) -> Result<u64, 
         if new_floor <= floor {
             return Ok(CasStep::Done(None));
         }
-        Ok(CasStep::Write(serde_json::to_vec(&new_floor).unwrap_or_default(), Some(floor..new_floor)))
+        Ok(CasStep::Write(crate::json::to_bytes(&new_floor), Some(floor..new_floor)))
     })?;
     let Some(range) = claimed else { return Ok(0) };
     let removed = range.end - range.start;
