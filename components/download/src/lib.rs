@@ -16,7 +16,7 @@ use downlink_core::download::registry::{
     RecordUpdate,
 };
 use downlink_core::download::remote_status::{
-    check_body_complete, check_size_cap, classify_outbound_error, classify_response_status, parse_content_length,
+    check_body_complete, check_size_cap, classify_response_status, parse_content_length,
 };
 use downlink_core::download::settings::DownloadSettings;
 use downlink_core::download::url_policy::{next_hop, CheckedUrl};
@@ -342,7 +342,7 @@ fn fetch_error(e: FetchError, deadline: &TransferDeadline) -> Stop {
         return Stop::Failed(deadline.expired());
     }
     match e {
-        FetchError::Http(code) => Stop::Failed(classify_outbound_error(&format!("{code:?}"))),
+        FetchError::Http(code) => Stop::Failed(fetch::outbound_failure(&code).into()),
         FetchError::Deadline => Stop::Failed(deadline.expired()),
         FetchError::Cancelled => Stop::Ended,
         FetchError::BodyBroken(detail) => {

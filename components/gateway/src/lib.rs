@@ -5,11 +5,12 @@
 
 use downlink_core::query::{GatewayTarget, Query};
 use downlink_core::{ApiError, ErrorCode};
+use downlink_spin::fetch::outbound_failure;
 use downlink_spin::http::{fields, is_hop_header, pipe, send_error, BodyReader, BodyWriter, RequestHead};
 use spin_sdk::http::{IncomingRequest, Method, OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme};
 use spin_sdk::http_component;
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
-use spin_sdk::wit::wasi::http0_2_0::types::{IncomingResponse, OutgoingBody};
+use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode as HttpErrorCode, IncomingResponse, OutgoingBody};
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
@@ -50,7 +51,7 @@ fn forward(req: IncomingRequest, head: &RequestHead, component: &str, out: Respo
     let request_body = outgoing.body().expect("a new request has a body");
     let pending = match outgoing_handler::handle(outgoing, None) {
         Ok(pending) => pending,
-        Err(code) => return Err(bad_gateway(out, component, &format!("{code:?}"))),
+        Err(code) => return Err(bad_gateway(out, component, &failure_text(&code))),
     };
 
     // Stream the request body to the component while it runs.
@@ -73,7 +74,7 @@ fn forward(req: IncomingRequest, head: &RequestHead, component: &str, out: Respo
     let response = loop {
         match pending.get() {
             Some(Ok(Ok(response))) => break response,
-            Some(Ok(Err(code))) => return Err(bad_gateway(out, component, &format!("{code:?}"))),
+            Some(Ok(Err(code))) => return Err(bad_gateway(out, component, &failure_text(&code))),
             Some(Err(())) => return Err(bad_gateway(out, component, "response already taken")),
             None => pending.subscribe().block(),
         }
@@ -109,6 +110,11 @@ fn relay(response: IncomingResponse, head: &RequestHead, out: ResponseOutparam) 
     if let Some(Ok(_)) = copied {
         let _ = writer.finish();
     }
+}
+
+/// What a failed chained request means, in words (never the code's payload).
+fn failure_text(code: &HttpErrorCode) -> String {
+    ApiError::from(outbound_failure(code)).message
 }
 
 fn bad_gateway(out: ResponseOutparam, component: &str, detail: &str) -> ApiError {

@@ -2,6 +2,7 @@
 //! second: every wait is a `wasi:io/poll` on the response (or body) together with a timer, so
 //! the caller regains control at least every `tick` to check its deadline and cancel flag.
 
+use downlink_core::download::remote_status::OutboundFailure;
 use spin_sdk::http::{Fields, Method, OutgoingRequest, Scheme};
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{
@@ -25,11 +26,50 @@ pub fn after(duration: Duration) -> Instant {
     now().saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// What a `wasi:http` error code means for a download: every variant, named (their payloads
+/// may hold details not meant for users, so they are dropped).
+pub fn outbound_failure(code: &ErrorCode) -> OutboundFailure {
+    use OutboundFailure as F;
+    match code {
+        ErrorCode::DnsTimeout => F::DnsTimeout,
+        ErrorCode::DnsError(_) | ErrorCode::DestinationNotFound => F::DnsFailed,
+        ErrorCode::DestinationUnavailable | ErrorCode::DestinationIpUnroutable => F::Unreachable,
+        ErrorCode::DestinationIpProhibited | ErrorCode::HttpRequestDenied => F::PolicyDenied,
+        ErrorCode::ConnectionRefused => F::Refused,
+        ErrorCode::ConnectionTerminated => F::Terminated,
+        ErrorCode::ConnectionTimeout => F::ConnectTimeout,
+        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => F::ReadTimeout,
+        ErrorCode::ConnectionWriteTimeout => F::WriteTimeout,
+        ErrorCode::ConnectionLimitReached => F::ConnectionLimit,
+        ErrorCode::TlsProtocolError => F::TlsProtocol,
+        ErrorCode::TlsCertificateError => F::TlsCertificate,
+        ErrorCode::TlsAlertReceived(_) => F::TlsAlert,
+        ErrorCode::HttpRequestLengthRequired => F::Other("HTTP-request-length-required"),
+        ErrorCode::HttpRequestBodySize(_) => F::Other("HTTP-request-body-size"),
+        ErrorCode::HttpRequestMethodInvalid => F::Other("HTTP-request-method-invalid"),
+        ErrorCode::HttpRequestUriInvalid | ErrorCode::HttpRequestUriTooLong => F::UriRejected,
+        ErrorCode::HttpRequestHeaderSectionSize(_) | ErrorCode::HttpRequestHeaderSize(_) => {
+            F::Other("HTTP-request-header-size")
+        }
+        ErrorCode::HttpRequestTrailerSectionSize(_) | ErrorCode::HttpRequestTrailerSize(_) => {
+            F::Other("HTTP-request-trailer-size")
+        }
+        ErrorCode::HttpResponseIncomplete => F::ResponseIncomplete,
+        ErrorCode::HttpResponseHeaderSectionSize(_) | ErrorCode::HttpResponseHeaderSize(_) => F::HeadersTooLarge,
+        ErrorCode::HttpResponseBodySize(_) => F::BodyTooLarge,
+        ErrorCode::HttpResponseTrailerSectionSize(_) | ErrorCode::HttpResponseTrailerSize(_) => F::TrailersTooLarge,
+        ErrorCode::HttpResponseTransferCoding(_) | ErrorCode::HttpResponseContentCoding(_) => F::UnsupportedEncoding,
+        ErrorCode::HttpUpgradeFailed | ErrorCode::HttpProtocolError => F::Protocol,
+        ErrorCode::LoopDetected => F::LoopDetected,
+        ErrorCode::ConfigurationError => F::Other("configuration-error"),
+        ErrorCode::InternalError(_) => F::Other("internal-error"),
+    }
+}
+
 /// Why a fetch step did not produce what was asked.
 #[derive(Debug)]
 pub enum FetchError {
-    /// The host refused or failed the request; the `wasi:http` error code (its `Debug` name
-    /// classifies it, e.g. `ConnectionRefused`, `HttpRequestDenied`).
+    /// The host refused or failed the request ([`outbound_failure`] says what it means).
     Http(ErrorCode),
     /// The deadline passed.
     Deadline,

@@ -2,10 +2,9 @@
 //!
 //! Statuses: 2xx is success; 404 and 410 are `REMOTE_FILE_NOT_FOUND`; every other status left
 //! after redirects are followed is `NETWORK_ERROR` naming it. Outbound failures arrive as
-//! `wasi:http` `error-code` variants, which [`classify_outbound_error`] maps by name so this
-//! crate needs no WASI dependency: timeouts are `DOWNLOAD_TIMEOUT`, refusals by the host's
-//! network policy `DOMAIN_BLOCKED`, everything else `NETWORK_ERROR` with a message saying
-//! which failure it was.
+//! [`OutboundFailure`]s (mapped from `wasi:http` `error-code`s by `downlink-spin`): timeouts
+//! are `DOWNLOAD_TIMEOUT`, refusals by the host's network policy `DOMAIN_BLOCKED`, everything
+//! else `NETWORK_ERROR` with a message saying which failure it was.
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -46,77 +45,92 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Maps a `wasi:http/types` `error-code` to the download's error, by variant name.
-///
-/// Accepts the Rust binding's name or its `Debug` output (`ConnectionRefused`,
-/// `DnsError(DnsErrorPayload { … })`) and the WIT name (`connection-refused`, `DNS-error`);
-/// case, `-` and `_` are ignored and any payload after the name is dropped (it may hold
-/// details not meant for users). Unknown names are `NETWORK_ERROR` naming the variant.
-pub fn classify_outbound_error(name: &str) -> ApiError {
-    // wit-bindgen's `Debug` names variants with their type: `ErrorCode::ConnectionRefused`.
-    let name = name.trim();
-    let name = match name.split_once("::") {
-        Some((ty, rest)) if ty.chars().all(|c| c.is_ascii_alphanumeric()) => rest,
-        _ => name,
-    };
-    let variant: String = name
-        .trim()
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-        .next()
-        .unwrap_or("")
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    let (code, message) = match variant.as_str() {
-        "dnstimeout" => (ErrorCode::DownloadTimeout, "DNS lookup timed out"),
-        "connectiontimeout" => (ErrorCode::DownloadTimeout, "connecting to the remote server timed out"),
-        "connectionreadtimeout" | "httpresponsetimeout" => {
-            (ErrorCode::DownloadTimeout, "the remote server stopped sending data (read timed out)")
-        }
-        "connectionwritetimeout" => (ErrorCode::DownloadTimeout, "sending the request timed out"),
-        "dnserror" | "destinationnotfound" => (ErrorCode::NetworkError, "DNS lookup failed"),
-        "destinationunavailable" | "destinationipunroutable" => {
-            (ErrorCode::NetworkError, "the remote host is unreachable")
-        }
-        "destinationipprohibited" | "httprequestdenied" => {
-            (ErrorCode::DomainBlocked, "blocked by the host's network policy")
-        }
-        "connectionrefused" => (ErrorCode::NetworkError, "connection refused"),
-        "connectionterminated" => (ErrorCode::NetworkError, "the connection was closed or reset by the remote server"),
-        "connectionlimitreached" => (ErrorCode::NetworkError, "too many outbound connections"),
-        "tlscertificateerror" => (ErrorCode::NetworkError, "TLS error: the server's certificate was not accepted"),
-        "tlsprotocolerror" => (ErrorCode::NetworkError, "TLS error: the handshake failed"),
-        "tlsalertreceived" => (ErrorCode::NetworkError, "TLS error: the server sent an alert"),
-        "httpresponseincomplete" => {
-            (ErrorCode::NetworkError, "the response ended early (the connection was reset mid-body)")
-        }
-        "httpresponseheadersectionsize" | "httpresponseheadersize" => {
-            (ErrorCode::NetworkError, "the response headers are too large")
-        }
-        "httpresponsebodysize" => (ErrorCode::NetworkError, "the response body exceeds the host's limit"),
-        "httpresponsetrailersectionsize" | "httpresponsetrailersize" => {
-            (ErrorCode::NetworkError, "the response trailers are too large")
-        }
-        "httpresponsetransfercoding" | "httpresponsecontentcoding" => {
-            (ErrorCode::NetworkError, "the response uses an unsupported encoding")
-        }
-        "httpprotocolerror" | "httpupgradefailed" => (ErrorCode::NetworkError, "HTTP protocol error"),
-        "loopdetected" => (ErrorCode::NetworkError, "request loop detected"),
-        "httprequesturiinvalid" | "httprequesturitoolong" => {
-            (ErrorCode::InvalidUrl, "the host refused the URL as invalid or too long")
-        }
-        _ => {
-            let shown: String = name
-                .trim()
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .take(48)
-                .collect();
-            return ApiError::new(ErrorCode::NetworkError, format!("outbound HTTP request failed ({shown})"));
-        }
-    };
-    ApiError::new(code, message)
+/// Why an outbound request failed, one variant per kind of `wasi:http/types` `error-code`.
+/// `downlink-spin` maps every code to one of these exhaustively (payloads are dropped: they
+/// may hold details not meant for users), so this crate needs no WASI dependency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboundFailure {
+    /// `DNS-timeout`.
+    DnsTimeout,
+    /// `connection-timeout`.
+    ConnectTimeout,
+    /// `connection-read-timeout`, `HTTP-response-timeout`.
+    ReadTimeout,
+    /// `connection-write-timeout`.
+    WriteTimeout,
+    /// `DNS-error`, `destination-not-found`.
+    DnsFailed,
+    /// `destination-unavailable`, `destination-IP-unroutable`.
+    Unreachable,
+    /// `destination-IP-prohibited`, `HTTP-request-denied`: the host's network policy.
+    PolicyDenied,
+    /// `connection-refused`.
+    Refused,
+    /// `connection-terminated`.
+    Terminated,
+    /// `connection-limit-reached`.
+    ConnectionLimit,
+    /// `TLS-certificate-error`.
+    TlsCertificate,
+    /// `TLS-protocol-error`.
+    TlsProtocol,
+    /// `TLS-alert-received`.
+    TlsAlert,
+    /// `HTTP-response-incomplete`.
+    ResponseIncomplete,
+    /// `HTTP-response-header-section-size`, `HTTP-response-header-size`.
+    HeadersTooLarge,
+    /// `HTTP-response-body-size`.
+    BodyTooLarge,
+    /// `HTTP-response-trailer-section-size`, `HTTP-response-trailer-size`.
+    TrailersTooLarge,
+    /// `HTTP-response-transfer-coding`, `HTTP-response-content-coding`.
+    UnsupportedEncoding,
+    /// `HTTP-protocol-error`, `HTTP-upgrade-failed`.
+    Protocol,
+    /// `loop-detected`.
+    LoopDetected,
+    /// `HTTP-request-URI-invalid`, `HTTP-request-URI-too-long`.
+    UriRejected,
+    /// Any other code (request-side limits, configuration, internal), by its WIT name.
+    Other(&'static str),
+}
+
+impl From<OutboundFailure> for ApiError {
+    /// Timeouts are `DOWNLOAD_TIMEOUT`, refusals by the host's network policy
+    /// `DOMAIN_BLOCKED`, a refused URL `INVALID_URL`, everything else `NETWORK_ERROR`.
+    fn from(failure: OutboundFailure) -> ApiError {
+        use OutboundFailure as F;
+        let (code, message) = match failure {
+            F::DnsTimeout => (ErrorCode::DownloadTimeout, "DNS lookup timed out"),
+            F::ConnectTimeout => (ErrorCode::DownloadTimeout, "connecting to the remote server timed out"),
+            F::ReadTimeout => (ErrorCode::DownloadTimeout, "the remote server stopped sending data (read timed out)"),
+            F::WriteTimeout => (ErrorCode::DownloadTimeout, "sending the request timed out"),
+            F::DnsFailed => (ErrorCode::NetworkError, "DNS lookup failed"),
+            F::Unreachable => (ErrorCode::NetworkError, "the remote host is unreachable"),
+            F::PolicyDenied => (ErrorCode::DomainBlocked, "blocked by the host's network policy"),
+            F::Refused => (ErrorCode::NetworkError, "connection refused"),
+            F::Terminated => (ErrorCode::NetworkError, "the connection was closed or reset by the remote server"),
+            F::ConnectionLimit => (ErrorCode::NetworkError, "too many outbound connections"),
+            F::TlsCertificate => (ErrorCode::NetworkError, "TLS error: the server's certificate was not accepted"),
+            F::TlsProtocol => (ErrorCode::NetworkError, "TLS error: the handshake failed"),
+            F::TlsAlert => (ErrorCode::NetworkError, "TLS error: the server sent an alert"),
+            F::ResponseIncomplete => {
+                (ErrorCode::NetworkError, "the response ended early (the connection was reset mid-body)")
+            }
+            F::HeadersTooLarge => (ErrorCode::NetworkError, "the response headers are too large"),
+            F::BodyTooLarge => (ErrorCode::NetworkError, "the response body exceeds the host's limit"),
+            F::TrailersTooLarge => (ErrorCode::NetworkError, "the response trailers are too large"),
+            F::UnsupportedEncoding => (ErrorCode::NetworkError, "the response uses an unsupported encoding"),
+            F::Protocol => (ErrorCode::NetworkError, "HTTP protocol error"),
+            F::LoopDetected => (ErrorCode::NetworkError, "request loop detected"),
+            F::UriRejected => (ErrorCode::InvalidUrl, "the host refused the URL as invalid or too long"),
+            F::Other(name) => {
+                return ApiError::new(ErrorCode::NetworkError, format!("outbound HTTP request failed ({name})"))
+            }
+        };
+        ApiError::new(code, message)
+    }
 }
 
 /// Parses a `Content-Length` value: decimal digits only (no sign, spaces or lists), else
@@ -192,57 +206,33 @@ mod tests {
     }
 
     #[test]
-    fn outbound_errors_by_name() {
+    fn outbound_failures_map_to_download_errors() {
+        use OutboundFailure as F;
         let cases = [
-            ("ConnectionRefused", ErrorCode::NetworkError, "connection refused"),
-            ("connection-refused", ErrorCode::NetworkError, "connection refused"),
-            ("ConnectionTimeout", ErrorCode::DownloadTimeout, "timed out"),
-            ("ConnectionReadTimeout", ErrorCode::DownloadTimeout, "timed out"),
-            ("connection-write-timeout", ErrorCode::DownloadTimeout, "timed out"),
-            ("HttpResponseTimeout", ErrorCode::DownloadTimeout, "timed out"),
-            ("DnsTimeout", ErrorCode::DownloadTimeout, "DNS"),
-            ("TlsCertificateError", ErrorCode::NetworkError, "TLS error"),
-            ("TLS-protocol-error", ErrorCode::NetworkError, "TLS error"),
-            (
-                "TlsAlertReceived(TlsAlertReceivedPayload { alert_id: Some(40), alert_message: None })",
-                ErrorCode::NetworkError,
-                "TLS error",
-            ),
-            (
-                "DnsError(DnsErrorPayload { rcode: Some(\"NXDOMAIN\"), info_code: None })",
-                ErrorCode::NetworkError,
-                "DNS lookup failed",
-            ),
-            ("DNS-error", ErrorCode::NetworkError, "DNS lookup failed"),
-            ("DestinationNotFound", ErrorCode::NetworkError, "DNS lookup failed"),
-            ("DestinationUnavailable", ErrorCode::NetworkError, "unreachable"),
-            ("DestinationIpUnroutable", ErrorCode::NetworkError, "unreachable"),
-            ("HttpRequestDenied", ErrorCode::DomainBlocked, "network policy"),
-            ("DestinationIpProhibited", ErrorCode::DomainBlocked, "network policy"),
-            ("destination-IP-prohibited", ErrorCode::DomainBlocked, "network policy"),
-            ("ConnectionTerminated", ErrorCode::NetworkError, "reset"),
-            ("HttpResponseIncomplete", ErrorCode::NetworkError, "mid-body"),
-            ("HttpProtocolError", ErrorCode::NetworkError, "protocol"),
-            ("HttpResponseBodySize(Some(10))", ErrorCode::NetworkError, "limit"),
-            ("HttpRequestUriInvalid", ErrorCode::InvalidUrl, "URL"),
-            ("LoopDetected", ErrorCode::NetworkError, "loop"),
-            ("  ConnectionRefused  ", ErrorCode::NetworkError, "connection refused"),
+            (F::Refused, ErrorCode::NetworkError, "connection refused"),
+            (F::ConnectTimeout, ErrorCode::DownloadTimeout, "timed out"),
+            (F::ReadTimeout, ErrorCode::DownloadTimeout, "timed out"),
+            (F::WriteTimeout, ErrorCode::DownloadTimeout, "timed out"),
+            (F::DnsTimeout, ErrorCode::DownloadTimeout, "DNS"),
+            (F::TlsCertificate, ErrorCode::NetworkError, "TLS error"),
+            (F::TlsProtocol, ErrorCode::NetworkError, "TLS error"),
+            (F::TlsAlert, ErrorCode::NetworkError, "TLS error"),
+            (F::DnsFailed, ErrorCode::NetworkError, "DNS lookup failed"),
+            (F::Unreachable, ErrorCode::NetworkError, "unreachable"),
+            (F::PolicyDenied, ErrorCode::DomainBlocked, "network policy"),
+            (F::Terminated, ErrorCode::NetworkError, "reset"),
+            (F::ResponseIncomplete, ErrorCode::NetworkError, "mid-body"),
+            (F::Protocol, ErrorCode::NetworkError, "protocol"),
+            (F::BodyTooLarge, ErrorCode::NetworkError, "limit"),
+            (F::UriRejected, ErrorCode::InvalidUrl, "URL"),
+            (F::LoopDetected, ErrorCode::NetworkError, "loop"),
+            (F::Other("internal-error"), ErrorCode::NetworkError, "(internal-error)"),
         ];
-        for (name, code, fragment) in cases {
-            let err = classify_outbound_error(name);
-            assert_eq!(err.code, code, "{name}");
-            assert!(err.message.contains(fragment), "{name}: {}", err.message);
+        for (failure, code, fragment) in cases {
+            let err = ApiError::from(failure);
+            assert_eq!(err.code, code, "{failure:?}");
+            assert!(err.message.contains(fragment), "{failure:?}: {}", err.message);
         }
-    }
-
-    #[test]
-    fn unknown_outbound_errors_do_not_leak_payloads() {
-        let err = classify_outbound_error("InternalError(Some(\"secret token abc\"))");
-        assert_eq!(err.code, ErrorCode::NetworkError);
-        assert_eq!(err.message, "outbound HTTP request failed (InternalError)");
-        assert!(!classify_outbound_error("ConfigurationError").message.is_empty());
-        assert_eq!(classify_outbound_error("").code, ErrorCode::NetworkError);
-        assert!(classify_outbound_error(&"x".repeat(1000)).message.len() < 100);
     }
 
     #[test]
@@ -274,15 +264,5 @@ mod tests {
         assert_eq!(short.code, ErrorCode::NetworkError);
         assert!(short.message.contains("4 of 10"));
         assert_eq!(check_body_complete(Some(10), 11).unwrap_err().code, ErrorCode::NetworkError);
-    }
-
-    #[test]
-    fn wit_bindgen_debug_names_are_understood() {
-        assert_eq!(classify_outbound_error("ErrorCode::ConnectionRefused").code, ErrorCode::NetworkError);
-        assert_eq!(classify_outbound_error("ErrorCode::ConnectionReadTimeout").code, ErrorCode::DownloadTimeout);
-        assert_eq!(classify_outbound_error("ErrorCode::HttpRequestDenied").code, ErrorCode::DomainBlocked);
-        let dns =
-            classify_outbound_error(r#"ErrorCode::DnsError(DnsErrorPayload { rcode: Some("x"), info_code: None })"#);
-        assert_eq!(dns.message, "DNS lookup failed");
     }
 }

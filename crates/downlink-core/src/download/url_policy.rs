@@ -27,7 +27,7 @@
 //! Host names are not resolved here (this code does no I/O), so a public name that resolves to
 //! a private address is not caught by this module; that needs the host's outbound network
 //! policy, whose refusals map to `DOMAIN_BLOCKED` in
-//! [`remote_status`](super::remote_status::classify_outbound_error).
+//! [`remote_status`](super::remote_status::OutboundFailure::PolicyDenied).
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
