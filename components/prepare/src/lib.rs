@@ -49,17 +49,7 @@ fn prepare(req: IncomingRequest, head: &RequestHead) -> Result<PrepareResponse, 
 
 /// `prepare_ttl_secs`: a positive number of seconds (default five minutes).
 fn ttl_secs() -> Result<u64, ApiError> {
-    let raw = spin_sdk::variables::get(TTL_VARIABLE).unwrap_or_default();
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Ok(DEFAULT_PLAN_TTL_SECS);
-    }
-    match raw.parse::<u64>() {
-        Ok(secs) if secs > 0 => Ok(secs),
-        _ => Err(ApiError::internal(format!(
-            "the `{TTL_VARIABLE}` variable is {raw:?}; it must be a positive number of seconds"
-        ))),
-    }
+    downlink_spin::settings().positive(TTL_VARIABLE, DEFAULT_PLAN_TTL_SECS)
 }
 
 /// After a body turned out too large, up to this many more bytes are read and dropped before
@@ -130,19 +120,11 @@ fn store_plan<S: Storage>(
     if !missing.is_empty() {
         return Err(missing_paths_error(&missing));
     }
-    let random = random_bytes();
+    // The spec asks for ids of at least 128 random bits, more than a v4 UUID's 122.
+    let random = downlink_spin::random_bytes();
     let plan = builder.finish(&new_plan_id(random), &principal.name, now_unix(), ttl_secs)?;
     for (key, value) in plan.to_stored() {
         storage.set(&key, &value)?;
     }
     Ok(PrepareResponse { rslt: plan.id })
-}
-
-/// 128 bits from the host's CSPRNG (`wasi:random`): the spec asks for ids of at least 128
-/// random bits, more than a v4 UUID's 122.
-fn random_bytes() -> [u8; 16] {
-    let bytes = wasi::random::random::get_random_bytes(16);
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&bytes[..16]);
-    out
 }

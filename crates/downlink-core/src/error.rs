@@ -51,8 +51,6 @@ pub enum ErrorCode {
     InternalError,
     /// The key-value or object store failed (500).
     StorageError,
-    /// The feature is not implemented (501).
-    NotImplemented,
     /// An internal hop (service chaining) failed (502).
     BadGateway,
     /// Server configuration has no API tokens, so every request is refused (503).
@@ -78,7 +76,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::InvalidPath,
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
@@ -95,7 +93,6 @@ impl ErrorCode {
         ErrorCode::QuotaExceeded,
         ErrorCode::InternalError,
         ErrorCode::StorageError,
-        ErrorCode::NotImplemented,
         ErrorCode::BadGateway,
         ErrorCode::NoTokensConfigured,
         ErrorCode::InvalidUrl,
@@ -126,7 +123,6 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::StorageError => "STORAGE_ERROR",
-            ErrorCode::NotImplemented => "NOT_IMPLEMENTED",
             ErrorCode::BadGateway => "BAD_GATEWAY",
             ErrorCode::NoTokensConfigured => "NO_TOKENS_CONFIGURED",
             ErrorCode::InvalidUrl => "INVALID_URL",
@@ -159,7 +155,6 @@ impl ErrorCode {
             ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::TooManyDownloads | ErrorCode::QuotaExceeded => 429,
             ErrorCode::InternalError | ErrorCode::StorageError => 500,
-            ErrorCode::NotImplemented => 501,
             ErrorCode::BadGateway | ErrorCode::RemoteFileNotFound | ErrorCode::NetworkError => 502,
             ErrorCode::NoTokensConfigured => 503,
             ErrorCode::DownloadTimeout => 504,

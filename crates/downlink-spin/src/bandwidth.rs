@@ -13,21 +13,10 @@ pub const QUOTA_VARIABLE: &str = "bandwidth_quota_bytes";
 /// once more at the end: a few atomic increments per download rather than one per chunk.
 const COUNT_EVERY_BYTES: u64 = 8 * 1024 * 1024;
 
-/// The per-principal quota, `None` when unlimited; a value that is not a number is a `500`
-/// naming the variable.
+/// The per-principal quota (`bandwidth_quota_bytes`), `None` when unlimited (0 or unset); a
+/// value that is not a number is a `500` naming the variable.
 pub fn quota() -> Result<Option<u64>, ApiError> {
-    let raw = crate::variable(QUOTA_VARIABLE).unwrap_or_default();
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    match raw.parse::<u64>() {
-        Ok(0) => Ok(None),
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(_) => Err(ApiError::internal(format!(
-            "the `{QUOTA_VARIABLE}` variable is {raw:?}; it must be a number of bytes (0 = no quota)"
-        ))),
-    }
+    crate::settings().limit(QUOTA_VARIABLE)
 }
 
 /// The principal's bytes-sent counter. Read with an atomic increment by zero, which returns the

@@ -20,14 +20,27 @@ pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// A fresh random id (UUID v4: 122 random bits from the host's CSPRNG).
+/// 128 bits from the host's CSPRNG (`wasi:random`): the one source of every random id.
+pub fn random_bytes() -> [u8; 16] {
+    let bytes = wasi::random::random::get_random_bytes(16);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&bytes[..16]);
+    out
+}
+
+/// A fresh random id: a UUID v4 (122 of [`random_bytes`]' bits) in its hyphenated spelling.
 pub fn random_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Builder::from_random_bytes(random_bytes()).into_uuid().to_string()
 }
 
 /// A Spin variable's value, `None` when it is not granted or not set.
 pub fn variable(name: &str) -> Option<String> {
     spin_sdk::variables::get(name).ok()
+}
+
+/// This component's settings (its Spin variables), the one way components read them.
+pub fn settings() -> downlink_core::config::Settings<fn(&str) -> Option<String>> {
+    downlink_core::config::Settings::new(variable)
 }
 
 /// The download settings from this component's variables.

@@ -1,8 +1,8 @@
-//! The operator's download settings, read from Spin variables through a lookup function so
-//! parsing stays pure and every download component reads them the same way.
+//! The operator's download settings, read from Spin variables with [`Settings`].
 
 use super::progress::HEARTBEAT_INTERVAL_SECS;
 use super::url_policy::DownloadPolicy;
+use crate::config::Settings;
 use crate::error::ApiError;
 
 /// Variable names, as declared in `spin.toml`.
@@ -49,45 +49,21 @@ impl DownloadSettings {
     /// that does not parse is `500 INTERNAL_ERROR` naming the variable: a typo in operator
     /// configuration must not silently change behaviour.
     pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Result<DownloadSettings, ApiError> {
-        let text = |name: &str| lookup(name).unwrap_or_default();
-        let number = |name: &str, default: u64| -> Result<u64, ApiError> {
-            let raw = text(name);
-            let raw = raw.trim();
-            if raw.is_empty() {
-                return Ok(default);
-            }
-            raw.parse().map_err(|_| config_error(name, "a whole number"))
-        };
-        let allow_private =
-            parse_bool(&text(vars::ALLOW_PRIVATE)).ok_or_else(|| config_error(vars::ALLOW_PRIVATE, "true or false"))?;
+        let settings = Settings::new(lookup);
         Ok(DownloadSettings {
-            allow_download: parse_bool(&text(vars::ALLOW_DOWNLOAD))
-                .ok_or_else(|| config_error(vars::ALLOW_DOWNLOAD, "true or false"))?,
+            allow_download: settings.flag(vars::ALLOW_DOWNLOAD)?,
             policy: DownloadPolicy::from_variables(
-                &text(vars::ALLOW_DOMAINS),
-                &text(vars::BLOCK_DOMAINS),
-                allow_private,
-                &text(vars::OWN_HOSTS),
+                &settings.text(vars::ALLOW_DOMAINS),
+                &settings.text(vars::BLOCK_DOMAINS),
+                settings.flag(vars::ALLOW_PRIVATE)?,
+                &settings.text(vars::OWN_HOSTS),
             )?,
-            max_concurrent: usize::try_from(number(vars::MAX_CONCURRENT, 4)?.max(1)).unwrap_or(usize::MAX),
-            max_bytes: Some(number(vars::MAX_BYTES, 0)?).filter(|cap| *cap > 0),
-            history_limit: number(vars::HISTORY_LIMIT, 1000)?.max(1),
-            heartbeat_secs: number(vars::HEARTBEAT_SECS, HEARTBEAT_INTERVAL_SECS)?.max(1),
+            max_concurrent: usize::try_from(settings.number(vars::MAX_CONCURRENT, 4)?.max(1)).unwrap_or(usize::MAX),
+            max_bytes: settings.limit(vars::MAX_BYTES)?,
+            history_limit: settings.number(vars::HISTORY_LIMIT, 1000)?.max(1),
+            heartbeat_secs: settings.number(vars::HEARTBEAT_SECS, HEARTBEAT_INTERVAL_SECS)?.max(1),
         })
     }
-}
-
-/// `true`/`false` and the usual spellings; empty is false.
-fn parse_bool(raw: &str) -> Option<bool> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" | "" => Some(false),
-        _ => None,
-    }
-}
-
-fn config_error(name: &str, expected: &str) -> ApiError {
-    ApiError::internal(format!("the `{name}` variable must be {expected}"))
 }
 
 #[cfg(test)]
