@@ -14,10 +14,8 @@ use downlink_e2e::*;
 const SUITE: &str = "compat";
 const ALICE: &str = "alice";
 const BOB: &str = "bob";
-const TOKENS: &[(&str, &[&str])] = &[
-    (ALICE, &["file.read", "file.write", "download.create", "download.read"]),
-    (BOB, &["file.read", "file.write"]),
-];
+const TOKENS: &[(&str, &[&str])] =
+    &[(ALICE, &["file.read", "file.write", "download.create", "download.read"]), (BOB, &["file.read", "file.write"])];
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn app_on(state: &HostState, variables: &[(&str, &str)]) -> TestApp {
@@ -95,7 +93,13 @@ fn parallel_uploads_into_new_directories_are_all_listed() {
                 let (app, barrier) = (app.clone(), barrier.clone());
                 thread::spawn(move || {
                     barrier.wait();
-                    let resp = app.call("PUT", &format!("/r{round}/f{n}.bin"), Some(BOB), &[], format!("{round}/{n}").as_bytes());
+                    let resp = app.call(
+                        "PUT",
+                        &format!("/r{round}/f{n}.bin"),
+                        Some(BOB),
+                        &[],
+                        format!("{round}/{n}").as_bytes(),
+                    );
                     (resp.status, resp.text())
                 })
             })

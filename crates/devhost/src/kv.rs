@@ -93,7 +93,10 @@ impl SqliteDb {
 
     /// Runs `f` on the connection in a blocking thread. A panic inside `f` poisons the lock, so
     /// every later call fails with [`HostPanic`] — as Spin's `lock().unwrap()` does.
-    async fn with<T: Send + 'static>(self: &Arc<Self>, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn with<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let db = self.clone();
         match tokio::task::spawn_blocking(move || f(&mut *db.lock()?)).await {
             Ok(result) => result,
@@ -163,8 +166,10 @@ impl KvStore {
         match self {
             KvStore::Sqlite { db, label } => {
                 let label = label.clone();
-                db.with(move |c| Ok(c.prepare_cached(SELECT)?.query_row(params![label, key], |r| r.get(0)).optional()?))
-                    .await
+                db.with(move |c| {
+                    Ok(c.prepare_cached(SELECT)?.query_row(params![label, key], |r| r.get(0)).optional()?)
+                })
+                .await
             }
             KvStore::Redis { conn, .. } => Ok(conn.clone().get::<_, Option<Vec<u8>>>(key).await?),
         }
@@ -259,7 +264,8 @@ impl KvStore {
                 db.with(move |c| {
                     let tx = c.transaction()?;
                     {
-                        let mut delete = tx.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
+                        let mut delete =
+                            tx.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
                         for key in keys {
                             delete.execute(params![label, key])?;
                         }
@@ -364,7 +370,9 @@ impl CasTicket {
             CasTicket::Sqlite { db, label, key, observed } => {
                 let (label, key) = (label.clone(), key.clone());
                 let value: Option<Vec<u8>> = db
-                    .with(move |c| Ok(c.prepare_cached(SELECT)?.query_row(params![label, key], |r| r.get(0)).optional()?))
+                    .with(move |c| {
+                        Ok(c.prepare_cached(SELECT)?.query_row(params![label, key], |r| r.get(0)).optional()?)
+                    })
                     .await?;
                 observed.clone_from(&value);
                 Ok(value)

@@ -263,12 +263,14 @@ impl wasi_atomics::Host for InstanceState {
         self.spent_cas.push(ticket);
         let outcome = match report {
             Ok(SwapReport::Swapped) => Ok(None),
-            Ok(SwapReport::CasFailed) => async {
-                let mut fresh = store.new_cas(key).await?;
-                fresh.current().await?;
-                Ok(Some(fresh))
+            Ok(SwapReport::CasFailed) => {
+                async {
+                    let mut fresh = store.new_cas(key).await?;
+                    fresh.current().await?;
+                    Ok(Some(fresh))
+                }
+                .await
             }
-            .await,
             Err(e) => Err(e),
         };
         match guest_result(self.logged("swap", outcome), wasi_kv_error)? {
