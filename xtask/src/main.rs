@@ -96,12 +96,37 @@ fn build_wasm(root: &Path) -> Result<()> {
     if packages.is_empty() {
         return Ok(());
     }
+    ensure_wasm_target(root)?;
     let mut cmd = cargo();
     cmd.current_dir(root).args(["build", "--release", "--target", WASM_TARGET]);
     for p in &packages {
         cmd.args(["-p", p]);
     }
     run(cmd)
+}
+
+/// The wasm target must be installed before anything builds: rustup does not always add the
+/// `targets` of `rust-toolchain.toml` (it did not on a fresh machine, and the build then failed
+/// after minutes with "can't find crate for `core`"). Adds it, or stops at once with the fix.
+fn ensure_wasm_target(root: &Path) -> Result<()> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc).current_dir(root).args(["--print", "sysroot"]).output();
+    let installed = match &sysroot {
+        Ok(out) if out.status.success() => {
+            let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib").is_dir()
+        }
+        _ => false,
+    };
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: the {WASM_TARGET} target is not installed; running `rustup target add {WASM_TARGET}`");
+    let added = Command::new("rustup").current_dir(root).args(["target", "add", WASM_TARGET]).status();
+    match added {
+        Ok(status) if status.success() => Ok(()),
+        _ => bail!("the {WASM_TARGET} target is missing: run `rustup target add {WASM_TARGET}` and try again"),
+    }
 }
 
 fn build_devhost(root: &Path) -> Result<PathBuf> {
@@ -112,6 +137,7 @@ fn build_devhost(root: &Path) -> Result<PathBuf> {
 }
 
 fn up(root: &Path, extra: &[String]) -> Result<()> {
+    ensure_wasm_target(root)?;
     let devhost = build_devhost(root)?;
     build_wasm(root)?;
     let mut cmd = Command::new(devhost);
@@ -156,8 +182,9 @@ fn dev_token(path: &Path) -> Result<(String, String)> {
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
-    // Checked first: a wrong SPIN_BIN should not wait for the whole run to be reported.
+    // Checked first: a wrong SPIN_BIN or a missing target should not wait for a long build.
     let spin = spin_bin()?;
+    ensure_wasm_target(root)?;
     let devhost = build_devhost(root)?;
     build_wasm(root)?;
     let mut cmd = cargo();
