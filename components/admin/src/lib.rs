@@ -5,7 +5,7 @@
 //! period are left alone.
 
 use downlink_core::auth::Scope;
-use downlink_core::prepare::sweep_expired_plans;
+use downlink_core::prepare::PlanStore;
 use downlink_core::query::Query;
 use downlink_core::storage::{collect_garbage, DEFAULT_GC_GRACE_SECS};
 use downlink_core::ApiError;
@@ -41,7 +41,7 @@ fn serve(head: &RequestHead) -> Result<serde_json::Value, ApiError> {
     let storage = downlink_spin::kv::open_default()?;
     let now = now_unix();
     let report = collect_garbage(&storage, now, grace)?;
-    let expired_plans_deleted = sweep_expired_plans(&storage, now)?;
+    let expired_plans_deleted = PlanStore::new(&storage).sweep_expired(now)?;
     Ok(json!({
         "success": true,
         "orphan_chunks_deleted": report.orphan_chunks_deleted,

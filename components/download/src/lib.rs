@@ -8,12 +8,10 @@
 use downlink_core::auth::Scope;
 use downlink_core::blob::BlobId;
 use downlink_core::download::params::StartRequest;
-use downlink_core::download::parse_start_request;
 use downlink_core::download::progress::{ProgressThrottle, TransferDeadline};
-use downlink_core::download::record::{failure_response, start_response, DownloadRecord, ProgressReport};
+use downlink_core::download::record::{start_response, DownloadRecord, ProgressReport};
 use downlink_core::download::registry::{
-    choose_target, create_record, finish, load_record, report_progress, store_rejected, trim_history, try_reserve_slot,
-    RecordUpdate,
+    finish, load_record, report_progress, start, trim_history, RecordUpdate, Start, StartIds,
 };
 use downlink_core::download::remote_status::{
     check_body_complete, check_size_cap, classify_response_status, parse_content_length,
@@ -86,30 +84,13 @@ fn accept(head: &RequestHead) -> Result<Accepted, ApiError> {
     if let Some(Entry::File(_)) = stat(&storage, &directory)? {
         return Err(ApiError::conflict(format!("`/{directory}` is a file, not a directory")));
     }
-    let id = random_id();
-    let now = now_unix();
-    let request = match parse_start_request(&query, &directory, &settings.policy) {
-        Ok(request) => request,
-        Err(rejected) => {
-            let record = DownloadRecord::rejected(&id, &principal.name, &directory, &rejected, now);
-            store_rejected(&storage, &record)?;
-            let _ = trim_history(&storage, settings.history_limit);
-            let body = failure_response(&id, &rejected.filename, &rejected.file_path, rejected.error.code)
-                .with_detail(rejected.error.message.clone());
-            return Ok(Accepted::Refused(body.status(), body.to_json_bytes()));
+    let ids = StartIds { download: random_id(), blob: random_id() };
+    Ok(match start(&storage, &query, &directory, &principal.name, &settings, ids, now_unix())? {
+        Start::Accepted { record, request, target } => {
+            Accepted::Started(Box::new(Download { storage, settings, request, target, record }))
         }
-    };
-    let target = choose_target(&storage, &request.directory, &request.filename, &id, now)?;
-    let mut record = DownloadRecord::starting(&id, &principal.name, &request, &target, now);
-    record.blob_id = Some(random_id());
-    create_record(&storage, &record)?;
-    if let Err(e) = try_reserve_slot(&storage, &id, settings.max_concurrent) {
-        finish(&storage, &id, |r| r.fail_with(now, &e))?;
-        let _ = trim_history(&storage, settings.history_limit);
-        let body = failure_response(&id, &record.filename, &record.file_path, e.code).with_detail(e.message);
-        return Ok(Accepted::Refused(body.status(), body.to_json_bytes()));
-    }
-    Ok(Accepted::Started(Box::new(Download { storage, settings, request, target, record })))
+        Start::Refused(body) => Accepted::Refused(body.status(), body.to_json_bytes()),
+    })
 }
 
 /// A started download: the transfer runs after the response was sent.

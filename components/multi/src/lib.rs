@@ -10,11 +10,11 @@ use downlink_core::auth::{Principal, Scope};
 use downlink_core::blob::chunk_key;
 use downlink_core::deflate_zip::{ArchiveCompression, DeflateZipWriter};
 use downlink_core::http::{plan_response, ConditionalHeaders, Representation, ResponsePlan};
-use downlink_core::prepare::{plan_key, validate_plan_id, BandwidthUsage, PlanEntry, PlanHead, PreparedPlan};
+use downlink_core::prepare::{validate_plan_id, BandwidthUsage, PlanEntry, PlanStore, PreparedPlan};
 use downlink_core::query::Query;
 use downlink_core::storage::{read_meta, Storage};
 use downlink_core::zip::{Segment, ZipLayout, ZIP_CONTENT_TYPE};
-use downlink_core::{ApiError, ErrorCode};
+use downlink_core::ApiError;
 use downlink_spin::bandwidth::{self, CountingSink};
 use downlink_spin::http::{send_bytes, send_error, start_response, RequestHead};
 use downlink_spin::{auth, now_unix};
@@ -113,7 +113,7 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
     })?;
     let id = validate_plan_id(raw_id)?;
     let compression = ArchiveCompression::from_param(query.get("compression"))?;
-    let plan = load_plan(storage, &id, &principal.name)?;
+    let plan = PlanStore::new(storage).load(&id, &principal.name, now_unix())?;
 
     // Every file must still be exactly what was prepared: the sizes and CRCs are in the
     // headers, so a changed file would make a corrupt archive. Checked before any byte is sent.
@@ -163,33 +163,6 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
         None => Body::Single,
     };
     Ok(Box::new(Download { plan, body, response, head_only, principal: principal.name.clone() }))
-}
-
-/// The plan `id`, for `principal`: unknown → `404`, another principal's → `403`, expired →
-/// `410` (and its records are deleted).
-fn load_plan<S: Storage>(storage: &S, id: &str, principal: &str) -> Result<PreparedPlan, ApiError> {
-    let not_found = || ApiError::not_found("no such prepared download");
-    let head_bytes = storage.get(&plan_key(id))?.ok_or_else(not_found)?;
-    let head = PlanHead::from_json_bytes(&head_bytes)
-        .map_err(|_| ApiError::storage("prepared download record is damaged: unreadable head"))?;
-    if let Err(e) = head.authorize(principal, now_unix()) {
-        if e.code == ErrorCode::Gone {
-            // Head first, so nobody finds a head whose parts are already gone.
-            let mut keys = head.all_keys();
-            keys.rotate_right(1);
-            for key in keys {
-                let _ = storage.delete(&key);
-            }
-        }
-        return Err(e);
-    }
-    let mut parts = Vec::with_capacity(head.parts as usize);
-    for key in head.part_keys() {
-        // A part vanishing under a live head means the plan was just deleted (expiry seen by a
-        // concurrent request): the same answer as for an unknown id.
-        parts.push(storage.get(&key)?.ok_or_else(not_found)?);
-    }
-    PreparedPlan::from_stored(&head, &parts)
 }
 
 impl Download {

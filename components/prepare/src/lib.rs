@@ -6,8 +6,8 @@
 
 use downlink_core::auth::{Principal, Scope};
 use downlink_core::prepare::{
-    missing_paths_error, new_plan_id, parse_prepare_request, PlanBuilder, PlanEntry, PlanLimits, PrepareResponse,
-    DEFAULT_PLAN_TTL_SECS, MAX_PREPARE_BODY_BYTES,
+    missing_paths_error, new_plan_id, parse_prepare_request, PlanBuilder, PlanEntry, PlanLimits, PlanStore,
+    PrepareResponse, DEFAULT_PLAN_TTL_SECS, MAX_PREPARE_BODY_BYTES,
 };
 use downlink_core::storage::{stat, walk_files, Entry, Storage};
 use downlink_core::{ApiError, ErrorCode, StoragePath};
@@ -91,8 +91,7 @@ fn read_body(req: IncomingRequest, head: &RequestHead) -> Result<Vec<u8>, ApiErr
     Err(too_large())
 }
 
-/// Resolves `paths` into a plan and stores it: entry parts first, the head last, so a reader
-/// that finds the head finds a complete plan.
+/// Resolves `paths` into a plan and stores it.
 fn store_plan<S: Storage>(
     storage: &S,
     principal: &Principal,
@@ -123,8 +122,6 @@ fn store_plan<S: Storage>(
     // The spec asks for ids of at least 128 random bits, more than a v4 UUID's 122.
     let random = downlink_spin::random_bytes();
     let plan = builder.finish(&new_plan_id(random), &principal.name, now_unix(), ttl_secs)?;
-    for (key, value) in plan.to_stored() {
-        storage.set(&key, &value)?;
-    }
+    PlanStore::new(storage).store(&plan)?;
     Ok(PrepareResponse { rslt: plan.id })
 }

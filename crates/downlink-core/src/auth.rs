@@ -95,7 +95,7 @@ impl FromStr for Scope {
         Scope::ALL
             .into_iter()
             .find(|scope| scope.as_str() == text)
-            .ok_or_else(|| UnknownScope(truncate_for_message(text)))
+            .ok_or_else(|| UnknownScope(crate::text::for_message(text, 40)))
     }
 }
 
@@ -403,13 +403,13 @@ fn parse_entry(item: &Value) -> Result<TokenEntry, String> {
             return Err(format!(
                 "field `{}` looks like a plaintext token; remove it and store only the token's \
                  SHA-256 in `sha256`",
-                truncate_for_message(field)
+                crate::text::for_message(field, 40)
             ));
         }
         if !matches!(field.as_str(), "name" | "sha256" | "scopes" | "comment") {
             return Err(format!(
                 "unknown field `{}` (allowed: name, sha256, scopes, comment)",
-                truncate_for_message(field)
+                crate::text::for_message(field, 40)
             ));
         }
     }
@@ -463,14 +463,6 @@ fn parse_sha256_hex(hash: &str) -> Result<[u8; 32], String> {
         ));
     }
     Ok(bytes)
-}
-
-fn truncate_for_message(text: &str) -> String {
-    let mut short: String = text.chars().take(40).filter(|c| !c.is_control()).collect();
-    if text.chars().count() > 40 {
-        short.push('…');
-    }
-    short
 }
 
 /// Lower-case hex SHA-256 of a token, as stored in the configuration.

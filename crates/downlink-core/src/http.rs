@@ -246,8 +246,9 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// Inverse of [`days_from_civil`].
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// Inverse of [`days_from_civil`]: (year, month, day) of days since 1970-01-01, proleptic
+/// Gregorian (H. Hinnant's algorithm).
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let shifted = days + 719_468;
     let era = shifted / 146_097;
     let day_of_era = shifted - era * 146_097;

@@ -18,6 +18,7 @@
 //! - [`deflate_zip`]: the streamed, deflated archive of `compression=deflate`.
 //! - [`storage`]: the key-value trait backends implement and the file operations on it.
 //! - [`json`]: the one way records become bytes.
+//! - [`text`]: cutting names and messages to a length.
 //! - [`config`]: operator settings (Spin variables), parsed one way.
 
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod path;
 pub mod prepare;
 pub mod query;
 pub mod storage;
+pub mod text;
 pub mod zip;
 
 pub use error::{ApiError, ErrorCode};

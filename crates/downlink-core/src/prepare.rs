@@ -146,7 +146,9 @@ pub fn validate_prepare_paths(raw: &[String]) -> Result<Vec<StoragePath>, ApiErr
                     paths.push(path);
                 }
             }
-            Err(why) => bad.push(format!("{:?} ({why})", shorten(text))),
+            Err(why) => {
+                bad.push(format!("{:?} ({why})", crate::text::for_message(text, crate::text::MESSAGE_NAME_BYTES)))
+            }
         }
     }
     if bad.is_empty() {
@@ -164,7 +166,10 @@ pub fn parse_prepare_request(content_type: Option<&str>, body: &[u8]) -> Result<
 
 /// `404 NOT_FOUND` naming the listed paths that do not exist (a few by name, then a count).
 pub fn missing_paths_error(missing: &[StoragePath]) -> ApiError {
-    let names: Vec<String> = missing.iter().map(|path| format!("{:?}", shorten(&format!("/{path}")))).collect();
+    let names: Vec<String> = missing
+        .iter()
+        .map(|path| format!("{:?}", crate::text::for_message(&format!("/{path}"), crate::text::MESSAGE_NAME_BYTES)))
+        .collect();
     let noun = if missing.len() == 1 { "no such file or directory" } else { "no such files or directories" };
     ApiError::not_found(format!("{noun}: {}", name_some(&names)))
 }
@@ -342,19 +347,6 @@ fn form_decode(raw: &str) -> Result<String, ApiError> {
     })
 }
 
-/// A string cut to a readable length for messages (on a character boundary).
-fn shorten(text: &str) -> String {
-    const MAX: usize = 200;
-    if text.len() <= MAX {
-        return text.to_owned();
-    }
-    let mut cut = MAX;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &text[..cut])
-}
-
 fn name_some(items: &[String]) -> String {
     let shown = items.iter().take(MAX_PATHS_IN_MESSAGE).cloned().collect::<Vec<_>>().join(", ");
     if items.len() > MAX_PATHS_IN_MESSAGE {
@@ -420,7 +412,7 @@ impl PlanEntry {
         let Some(meta) = current else {
             return Err(ApiError::conflict(format!(
                 "\"/{}\" was deleted after the download was prepared; prepare it again",
-                shorten(self.path.as_str())
+                crate::text::for_message(self.path.as_str(), crate::text::MESSAGE_NAME_BYTES)
             )));
         };
         let same = meta.blob_id == self.blob_id
@@ -433,7 +425,7 @@ impl PlanEntry {
         } else {
             Err(ApiError::conflict(format!(
                 "\"/{}\" changed after the download was prepared; prepare it again",
-                shorten(self.path.as_str())
+                crate::text::for_message(self.path.as_str(), crate::text::MESSAGE_NAME_BYTES)
             )))
         }
     }
@@ -567,12 +559,6 @@ impl PreparedPlan {
     /// `403 FORBIDDEN` unless `principal` prepared this plan.
     pub fn check_owner(&self, principal: &str) -> Result<(), ApiError> {
         check_owner(&self.owner, principal)
-    }
-
-    /// Owner first (`403`, so another principal learns nothing about expiry), then expiry
-    /// (`410 GONE`).
-    pub fn authorize(&self, principal: &str, now: u64) -> Result<(), ApiError> {
-        authorize(&self.owner, self.expires, principal, now)
     }
 
     /// Whether the download is a ZIP (two or more files) rather than the file itself.
@@ -784,21 +770,9 @@ impl PlanHead {
         check_owner(&self.owner, principal)
     }
 
-    /// Owner (`403`) then expiry (`410`), as [`PreparedPlan::authorize`].
-    pub fn authorize(&self, principal: &str, now: u64) -> Result<(), ApiError> {
-        authorize(&self.owner, self.expires, principal, now)
-    }
-
     /// Keys of the entry parts, in order.
     pub fn part_keys(&self) -> Vec<String> {
         (0..self.parts).map(|index| plan_part_key(&self.id, index)).collect()
-    }
-
-    /// Every key of the plan (parts, then head): what to delete once it has expired.
-    pub fn all_keys(&self) -> Vec<String> {
-        let mut keys = self.part_keys();
-        keys.push(plan_key(&self.id));
-        keys
     }
 
     /// Serialises to the stored JSON form.
@@ -818,14 +792,6 @@ fn check_owner(owner: &str, principal: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(ErrorCode::Forbidden, "this download was prepared by another principal"))
     }
-}
-
-fn authorize(owner: &str, expires: u64, principal: &str, now: u64) -> Result<(), ApiError> {
-    check_owner(owner, principal)?;
-    if now >= expires {
-        return Err(ApiError::new(ErrorCode::Gone, "this prepared download has expired; prepare it again"));
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -871,26 +837,80 @@ pub fn plan_part_key(id: &str, index: u32) -> String {
     format!("{PLAN_KEY_PREFIX}{id}:{index}")
 }
 
-/// Deletes every expired plan (head first, so a concurrent download sees it gone, then its
-/// parts) and returns how many. The key-value store has no TTL, so this is what reclaims
-/// plans nobody asked for again; it lists every key, so only maintenance calls it. Parts
-/// without a head are left alone: they may belong to a prepare still being written.
-pub fn sweep_expired_plans<S: Storage + ?Sized>(storage: &S, now: u64) -> Result<u64, ApiError> {
-    let mut swept = 0;
-    for key in storage.list_keys()? {
-        let Some(id) = key.strip_prefix(PLAN_KEY_PREFIX).filter(|id| !id.contains(':')) else { continue };
-        let Some(bytes) = storage.get(&key)? else { continue };
-        let Ok(head) = PlanHead::from_json_bytes(&bytes) else { continue };
-        if head.id != id || !head.is_expired(now) {
-            continue;
-        }
-        storage.delete(&key)?;
-        for part in head.part_keys() {
-            storage.delete(&part)?;
-        }
-        swept += 1;
+/// Prepared plans in a key-value store: the one place that knows their keys and in which order
+/// they are written (entry parts first, the head last, so a reader that finds the head finds a
+/// complete plan) and deleted (the head first, so nobody finds a head whose parts are gone).
+///
+/// - [`PlanStore::store`]: a new plan from [`PlanBuilder::finish`].
+/// - [`PlanStore::load`]: the plan behind a client's id, for that principal: `404` unknown,
+///   `403` another principal's, `410` expired (its records are deleted then).
+/// - [`PlanStore::sweep_expired`]: maintenance; deletes every expired plan.
+pub struct PlanStore<'s, S: Storage + ?Sized> {
+    storage: &'s S,
+}
+
+impl<'s, S: Storage + ?Sized> PlanStore<'s, S> {
+    /// Plans in `storage`.
+    pub fn new(storage: &'s S) -> Self {
+        PlanStore { storage }
     }
-    Ok(swept)
+
+    /// Stores `plan`: its parts, then its head.
+    pub fn store(&self, plan: &PreparedPlan) -> Result<(), ApiError> {
+        for (key, value) in plan.to_stored() {
+            self.storage.set(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// The plan `id` (canonical, see [`validate_plan_id`]) for `principal` at `now`.
+    pub fn load(&self, id: &str, principal: &str, now: u64) -> Result<PreparedPlan, ApiError> {
+        let not_found = || ApiError::not_found("no such prepared download");
+        let head_bytes = self.storage.get(&plan_key(id))?.ok_or_else(not_found)?;
+        let head = PlanHead::from_json_bytes(&head_bytes)
+            .map_err(|_| ApiError::storage("prepared download record is damaged: unreadable head"))?;
+        // Owner first (`403`), so another principal learns nothing about expiry.
+        head.check_owner(principal)?;
+        if head.is_expired(now) {
+            self.delete(&head)?;
+            return Err(ApiError::new(ErrorCode::Gone, "this prepared download has expired; prepare it again"));
+        }
+        let mut parts = Vec::with_capacity(head.parts as usize);
+        for key in head.part_keys() {
+            // A part vanishing under a live head means the plan was just deleted (expiry seen by
+            // a concurrent request): the same answer as for an unknown id.
+            parts.push(self.storage.get(&key)?.ok_or_else(not_found)?);
+        }
+        PreparedPlan::from_stored(&head, &parts)
+    }
+
+    /// Deletes every expired plan and returns how many. The key-value store has no TTL, so
+    /// this is what reclaims plans nobody asked for again; it lists every key, so only
+    /// maintenance calls it. Parts without a head are left alone: they may belong to a prepare
+    /// still being written.
+    pub fn sweep_expired(&self, now: u64) -> Result<u64, ApiError> {
+        let mut swept = 0;
+        for key in self.storage.list_keys()? {
+            let Some(id) = key.strip_prefix(PLAN_KEY_PREFIX).filter(|id| !id.contains(':')) else { continue };
+            let Some(bytes) = self.storage.get(&key)? else { continue };
+            let Ok(head) = PlanHead::from_json_bytes(&bytes) else { continue };
+            if head.id != id || !head.is_expired(now) {
+                continue;
+            }
+            self.delete(&head)?;
+            swept += 1;
+        }
+        Ok(swept)
+    }
+
+    /// Head first, then the parts.
+    fn delete(&self, head: &PlanHead) -> Result<(), ApiError> {
+        self.storage.delete(&plan_key(&head.id))?;
+        for part in head.part_keys() {
+            self.storage.delete(&part)?;
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1334,16 +1354,8 @@ mod tests {
         assert!(plan.check_owner("alice").is_ok());
         let err = plan.check_owner("alicE").unwrap_err();
         assert_eq!((err.code, err.status()), (ErrorCode::Forbidden, 403));
-        assert!(plan.authorize("alice", 1_299).is_ok());
-        assert_eq!(plan.authorize("alice", 1_300).unwrap_err().status(), 410);
-        assert_eq!(plan.authorize("alice", u64::MAX).unwrap_err().code, ErrorCode::Gone);
-        // Another principal gets 403 whether or not the plan expired.
-        assert_eq!(plan.authorize("bob", 1_299).unwrap_err().status(), 403);
-        assert_eq!(plan.authorize("bob", 9_999).unwrap_err().status(), 403);
         let head = plan.head(1);
-        assert_eq!(head.authorize("bob", 9_999).unwrap_err().status(), 403);
-        assert_eq!(head.authorize("alice", 1_300).unwrap_err().status(), 410);
-        assert!(head.authorize("alice", 1_000).is_ok());
+        assert_eq!(head.check_owner("bob").unwrap_err().status(), 403);
         assert!(head.is_expired(1_300) && !head.is_expired(1_299));
     }
 
@@ -1420,8 +1432,7 @@ mod tests {
             assert!(key.len() <= MAX_KEY_BYTES);
             parts.push(value.clone());
         }
-        assert_eq!(head.all_keys().len(), stored.len());
-        assert_eq!(head.all_keys().last().unwrap(), head_key);
+        assert_eq!(head.part_keys().len() + 1, stored.len(), "the head is written last");
         assert_eq!(PreparedPlan::from_stored(&head, &parts).unwrap(), plan);
         // Damage is a storage error, never a silently shorter plan.
         assert_eq!(PreparedPlan::from_stored(&head, &parts[1..]).unwrap_err().code, ErrorCode::StorageError);
@@ -1441,19 +1452,28 @@ mod tests {
     }
 
     #[test]
-    fn expired_plans_are_swept_and_live_ones_kept() {
+    fn the_plan_store_loads_for_the_owner_and_deletes_expired_plans() {
         use crate::storage::MemoryStorage;
         let storage = MemoryStorage::new();
+        let plans = PlanStore::new(&storage);
         let expiring = self::plan(&["x", "y"]); // created 1000, expires 1300
-        for (key, value) in expiring.to_stored() {
-            storage.set(&key, &value).unwrap();
-        }
+        plans.store(&expiring).unwrap();
+        assert_eq!(plans.load(ID, "alice", 1_299).unwrap(), expiring);
+        assert_eq!(plans.load("ffffffffffffffffffffffffffffffff", "alice", 1_000).unwrap_err().status(), 404);
+        // Another principal gets 403 whether or not the plan expired, and deletes nothing.
+        assert_eq!(plans.load(ID, "bob", 1_299).unwrap_err().status(), 403);
+        assert_eq!(plans.load(ID, "bob", 9_999).unwrap_err().status(), 403);
+        let gone = plans.load(ID, "alice", 1_300).unwrap_err();
+        assert_eq!((gone.code, gone.status()), (ErrorCode::Gone, 410));
+        assert!(storage.keys().is_empty(), "an expired plan is deleted when seen: {:?}", storage.keys());
+        assert_eq!(plans.load(ID, "alice", 1_300).unwrap_err().status(), 404, "then it is unknown");
+
+        plans.store(&expiring).unwrap();
         storage.set("prep:orphan:0", b"[]").unwrap(); // a prepare still writing its parts
         storage.set("file:x", b"{}").unwrap();
-        assert_eq!(sweep_expired_plans(&storage, 1299).unwrap(), 0);
-        assert_eq!(sweep_expired_plans(&storage, 1300).unwrap(), 1);
-        let left: Vec<String> = storage.keys().into_iter().collect();
-        assert_eq!(left, ["file:x", "prep:orphan:0"]);
+        assert_eq!(plans.sweep_expired(1299).unwrap(), 0);
+        assert_eq!(plans.sweep_expired(1300).unwrap(), 1);
+        assert_eq!(storage.keys(), ["file:x", "prep:orphan:0"]);
     }
 
     // ---- ids, keys, quotas ----

@@ -579,7 +579,10 @@ fn name_problem(name: &str) -> Option<&'static str> {
 
 fn validate_names(entries: &[ZipEntry]) -> Result<(), ApiError> {
     let invalid = |name: &str, why: &str| {
-        ApiError::new(ErrorCode::InvalidPath, format!("archive entry name {:?} {why}", shorten(name)))
+        ApiError::new(
+            ErrorCode::InvalidPath,
+            format!("archive entry name {:?} {why}", crate::text::for_message(name, crate::text::MESSAGE_NAME_BYTES)),
+        )
     };
     let mut names: HashSet<&str> = HashSet::with_capacity(entries.len());
     for entry in entries {
@@ -602,19 +605,6 @@ fn validate_names(entries: &[ZipEntry]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A name cut to a readable length for error messages (on a character boundary).
-fn shorten(name: &str) -> String {
-    const MAX: usize = 200;
-    if name.len() <= MAX {
-        return name.to_owned();
-    }
-    let mut cut = MAX;
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &name[..cut])
-}
-
 /// MS-DOS `(time, date)` for unix seconds, UTC, clamped to the representable
 /// 1980-01-01 00:00:00 ..= 2107-12-31 23:59:58. Seconds are stored halved (2 s resolution).
 pub fn dos_date_time(unix_secs: u64) -> (u16, u16) {
@@ -627,9 +617,8 @@ pub fn dos_date_time(unix_secs: u64) -> (u16, u16) {
     if unix_secs >= 1 << 40 {
         return MAX;
     }
-    let days = (unix_secs / 86_400) as i64;
     let secs_of_day = unix_secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = crate::http::civil_from_days(unix_secs / 86_400);
     if year > 2107 {
         return MAX;
     }
@@ -639,20 +628,6 @@ pub fn dos_date_time(unix_secs: u64) -> (u16, u16) {
     let time = (hour << 11) | (minute << 5) | (second / 2);
     let date = ((year - 1980) as u16) << 9 | (month as u16) << 5 | day as u16;
     (time, date)
-}
-
-/// Proleptic Gregorian date for days since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 fn clamp_u32(value: u64) -> u32 {

@@ -121,7 +121,7 @@ pub fn parse_start_request(
         };
         Box::new(RejectedStart { error, url, filename, file_path })
     };
-    let shown_url = || redact_credentials(truncate_on_char_boundary(raw_url.trim(), super::url_policy::MAX_URL_BYTES));
+    let shown_url = || redact_credentials(crate::text::clip(raw_url.trim(), super::url_policy::MAX_URL_BYTES));
 
     let url = check_url(raw_url, policy).map_err(|error| reject(error, shown_url()))?;
     let normalised = url.as_str().to_owned();
@@ -274,7 +274,7 @@ pub fn next_free_name(name: &str, attempt: u32) -> String {
     }
     let (stem, extension) = split_extension(name);
     let suffix = format!(" ({attempt}){extension}");
-    let stem = truncate_on_char_boundary(stem, MAX_SEGMENT_BYTES.saturating_sub(suffix.len()));
+    let stem = crate::text::clip(stem, MAX_SEGMENT_BYTES.saturating_sub(suffix.len()));
     format!("{stem}{suffix}")
 }
 
@@ -284,18 +284,7 @@ fn cap_name(name: &str, max: usize) -> String {
         return name.to_owned();
     }
     let (stem, extension) = split_extension(name);
-    format!("{}{extension}", truncate_on_char_boundary(stem, max - extension.len()))
-}
-
-fn truncate_on_char_boundary(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &text[..cut]
+    format!("{}{extension}", crate::text::clip(stem, max - extension.len()))
 }
 
 #[cfg(test)]

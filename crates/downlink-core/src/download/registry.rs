@@ -16,14 +16,17 @@
 //! | `dl:hist:<seq, 20 digits>` | the id of the download that ended `seq`-th |
 //! | `dl:hist:floor` | JSON number: the lowest sequence number not yet trimmed |
 //!
-//! # Life of a download (the caller's steps)
+//! # Life of a download
 //!
+//! Steps 1–4 are one call, [`start`]:
 //! 1. Validate ([`parse_start_request`](super::params::parse_start_request)). If refused:
 //!    [`store_rejected`] a [`DownloadRecord::rejected`] (it lands in history) and answer the
 //!    failure body.
 //! 2. [`choose_target`]: a free name in the directory, reserved for this id.
 //! 3. [`create_record`] with [`DownloadRecord::starting`].
 //! 4. [`try_reserve_slot`]; if refused, [`finish`] the record as failed with that error.
+//!
+//! Then the worker (inputs: [`report_progress`], [`load_record`]; the end: [`finish`]):
 //! 5. Answer 202, then transfer, writing progress and heartbeats with [`report_progress`]
 //!    (throttled) and reading the record now and then: once it has ended, someone cancelled it
 //!    (or declared it interrupted): stop and discard the blob. Readers see the report applied
@@ -41,8 +44,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::blob::{BlobId, DEFAULT_CHUNK_SIZE};
-use crate::download::params::next_free_name;
-use crate::download::record::{DownloadRecord, ProgressReport, TransitionError};
+use crate::download::params::{next_free_name, parse_start_request, StartRequest};
+use crate::download::record::{failure_response, DownloadRecord, ProgressReport, StartResponse, TransitionError};
+use crate::download::settings::DownloadSettings;
 use crate::error::{ApiError, ErrorCode};
 use crate::path::StoragePath;
 use crate::query::Query;
@@ -128,6 +132,67 @@ pub fn create_record<S: Storage + ?Sized>(storage: &S, record: &DownloadRecord) 
     require_valid_id(&record.id)?;
     storage.set(&record_key(&record.id), &record.to_json_bytes())?;
     Ok(())
+}
+
+/// What [`start`] decided.
+#[derive(Debug)]
+pub enum Start {
+    /// Validated, target reserved, record stored, slot taken: answer `202`, then transfer.
+    Accepted {
+        /// The stored record (`starting`).
+        record: DownloadRecord,
+        /// The validated request.
+        request: StartRequest,
+        /// The reserved target file.
+        target: StoragePath,
+    },
+    /// Refused after validation began; already recorded in history. Answer with this body.
+    Refused(StartResponse),
+}
+
+/// The fresh ids a start uses (the caller draws them from the host's randomness).
+#[derive(Clone, Debug)]
+pub struct StartIds {
+    /// The download id.
+    pub download: String,
+    /// The blob the transfer writes into.
+    pub blob: String,
+}
+
+/// Steps 1–4 of the life of a download (module docs) as one call: validate the query, choose
+/// and reserve a target, store the `starting` record, take a concurrency slot. A refusal from
+/// validation or from the slot limit is recorded in history (trimmed to `settings`' limit)
+/// and returned as the reference's failure body; other errors (storage, a name conflict) are
+/// plain errors.
+pub fn start<S: Storage + ?Sized>(
+    storage: &S,
+    query: &Query,
+    directory: &StoragePath,
+    owner: &str,
+    settings: &DownloadSettings,
+    ids: StartIds,
+    now: u64,
+) -> Result<Start, ApiError> {
+    let refused = |filename: &str, file_path: &str, error: &ApiError| {
+        let _ = trim_history(storage, settings.history_limit);
+        Ok(Start::Refused(failure_response(&ids.download, filename, file_path, error.code).with_detail(&error.message)))
+    };
+    let request = match parse_start_request(query, directory, &settings.policy) {
+        Ok(request) => request,
+        Err(rejected) => {
+            store_rejected(storage, &DownloadRecord::rejected(&ids.download, owner, directory, &rejected, now))?;
+            return refused(&rejected.filename, &rejected.file_path, &rejected.error);
+        }
+    };
+    let target = choose_target(storage, &request.directory, &request.filename, &ids.download, now)?;
+    let mut record = DownloadRecord::starting(&ids.download, owner, &request, &target, now);
+    record.blob_id = Some(ids.blob.clone());
+    create_record(storage, &record)?;
+    if let Err(error) = try_reserve_slot(storage, &ids.download, settings.max_concurrent) {
+        finish(storage, &ids.download, |r| r.fail_with(now, &error))?;
+        return refused(&record.filename, &record.file_path, &error);
+    }
+    Ok(Start::Accepted { record, request, target })
 }
 
 /// The record of `id`, if any; an id that cannot exist is simply not found.
@@ -698,6 +763,7 @@ mod tests {
     }
 
     /// Steps 2–4 of the module docs.
+    /// [`super::start`] of `http://example.com/{name}` into `Downloads`, a refusal as an error.
     fn start(
         storage: &MemoryStorage,
         id: &str,
@@ -705,16 +771,16 @@ mod tests {
         now: u64,
         limit: usize,
     ) -> Result<DownloadRecord, ApiError> {
-        let target = choose_target(storage, &dir("Downloads"), name, id, now)?;
-        let mut record = starting(id, &format!("http://example.com/{name}"), "Downloads", now);
-        record.filename = target.file_name().unwrap().to_owned();
-        record.file_path = target.to_string();
-        create_record(storage, &record)?;
-        if let Err(err) = try_reserve_slot(storage, id, limit) {
-            finish(storage, id, |r| r.fail_with(now, &err))?;
-            return Err(err);
+        let query = Query::parse(&format!("download=http://example.com/{name}")).unwrap();
+        let settings = DownloadSettings { max_concurrent: limit, ..DownloadSettings::load(|_| None).unwrap() };
+        let ids = StartIds { download: id.to_owned(), blob: format!("blob-{id}") };
+        match super::start(storage, &query, &dir("Downloads"), "alice", &settings, ids, now)? {
+            Start::Accepted { record, .. } => Ok(record),
+            Start::Refused(body) => {
+                let code = body.error.and_then(ErrorCode::from_wire).expect("a refusal names its code");
+                Err(ApiError::new(code, body.detail.unwrap_or_default()))
+            }
         }
-        Ok(record)
     }
 
     fn history_ids(storage: &MemoryStorage) -> Vec<String> {
@@ -837,6 +903,25 @@ mod tests {
         let done = load_record(&storage, "d1").unwrap().unwrap();
         assert_eq!((done.status, done.current_size), (DownloadStatus::Completed, 8192));
         finish(&storage, "d1", |r| r.complete(103, 8192)).unwrap();
+    }
+
+    #[test]
+    fn start_refusals_are_answered_in_the_reference_shape_and_recorded() {
+        let storage = MemoryStorage::new();
+        let settings = DownloadSettings { max_concurrent: 1, ..DownloadSettings::load(|_| None).unwrap() };
+        let begin = |id: &str, url: &str| {
+            let query = Query::parse(&format!("download={url}")).unwrap();
+            let ids = StartIds { download: id.to_owned(), blob: format!("blob-{id}") };
+            super::start(&storage, &query, &dir("Downloads"), "alice", &settings, ids, 5).unwrap()
+        };
+        let Start::Refused(body) = begin("r1", "ftp://example.com/x") else { panic!("ftp must be refused") };
+        assert_eq!((body.status(), body.error, body.success), (400, Some("INVALID_URL"), false));
+        let Start::Accepted { record, target, .. } = begin("ok", "http://example.com/a.bin") else { panic!("valid") };
+        assert_eq!((record.blob_id.as_deref(), target.as_str()), (Some("blob-ok"), "Downloads/a.bin"));
+        let Start::Refused(busy) = begin("r2", "http://example.com/b.bin") else { panic!("one slot only") };
+        assert_eq!((busy.status(), busy.error), (429, Some("TOO_MANY_DOWNLOADS")));
+        assert_eq!(history_ids(&storage), ["r2", "r1"], "both refusals are in history, newest first");
+        assert_eq!(active_ids(&storage).unwrap(), ["ok"]);
     }
 
     #[test]

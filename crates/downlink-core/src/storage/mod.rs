@@ -25,6 +25,7 @@
 
 pub mod exact;
 mod files;
+#[cfg(any(test, feature = "memory-storage"))]
 mod memory;
 
 pub use files::{
@@ -32,6 +33,9 @@ pub use files::{
     reclaim_abandoned_write, stat, walk_files, write_file, Committed, DeleteSummary, Entry, FileReader, FileWriter,
     GcReport, WriteMode, WriteOptions, CHUNKS_PER_BATCH, DEFAULT_GC_GRACE_SECS, TOUCH_INTERVAL_SECS,
 };
+/// The in-memory store of the core's own tests (feature `memory-storage` for other crates'
+/// tests); no component ships it.
+#[cfg(any(test, feature = "memory-storage"))]
 pub use memory::{Fault, MemoryStorage, Semantics};
 
 use crate::error::ApiError;
