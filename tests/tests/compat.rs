@@ -66,7 +66,10 @@ fn counters_in_either_encoding_are_read_and_left_in_the_stores_own() {
     let resp = app.call("GET", "/docs/a.txt", Some(ALICE), &[], b"");
     expect_status(&resp, 200, "GET after the restart");
     assert_eq!(resp.body, body);
-    assert_eq!(usage(&app, ALICE), 3000 + body.len() as u64, "the GET was counted");
+    // The bytes are counted once the body has been sent, so just after the client has it.
+    let counted = 3000 + body.len() as u64;
+    let seen = poll_until(Duration::from_secs(10), || Some(usage(&app, ALICE)).filter(|used| *used == counted));
+    assert_eq!(seen, Some(counted), "the GET was counted (usage now {})", usage(&app, ALICE));
     let listing = app.call("GET", "/docs/", Some(ALICE), &[], b"");
     expect_status(&listing, 200, "listing after the increment");
     let stored = app.host.kv().get(&bandwidth_key(ALICE)).expect("counter stored");

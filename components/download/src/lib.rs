@@ -6,7 +6,6 @@
 //! download completes, fails or is cancelled. Every rule lives in `downlink_core::download`.
 
 use downlink_core::auth::Scope;
-use downlink_core::blob::BlobId;
 use downlink_core::download::params::StartRequest;
 use downlink_core::download::progress::{ProgressThrottle, TransferDeadline};
 use downlink_core::download::record::{start_response, DownloadRecord, ProgressReport};
@@ -26,7 +25,7 @@ use downlink_core::{ApiError, ErrorCode, StoragePath};
 use downlink_spin::fetch::{self, BodyStep, FetchError, ResponseBody};
 use downlink_spin::http::{send_bytes, send_error, RequestHead, IO_CHUNK};
 use downlink_spin::kv::KvStorage;
-use downlink_spin::{auth, download_settings, now_unix, random_id};
+use downlink_spin::{auth, download_settings, now_unix, random_blob_id, random_id};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 use std::time::Duration;
@@ -84,7 +83,7 @@ fn accept(head: &RequestHead) -> Result<Accepted, ApiError> {
     if let Some(Entry::File(_)) = stat(&storage, &directory)? {
         return Err(ApiError::conflict(format!("`/{directory}` is a file, not a directory")));
     }
-    let ids = StartIds { download: random_id(), blob: random_id() };
+    let ids = StartIds { download: random_id(), blob: random_blob_id() };
     Ok(match start(&storage, &query, &directory, &principal.name, &settings, ids, now_unix())? {
         Start::Accepted { record, request, target } => {
             Accepted::Started(Box::new(Download { storage, settings, request, target, record }))
@@ -160,8 +159,7 @@ impl Download {
         check_size_cap(self.settings.max_bytes, expected, 0)?;
         duties.report(0, expected)?;
 
-        let blob_id = self.record.blob_id.clone().unwrap_or_else(random_id);
-        let blob_id = BlobId::new(blob_id).map_err(|e| ApiError::internal(e.to_string()))?;
+        let blob_id = self.record.blob_id.clone().unwrap_or_else(random_blob_id);
         let options = WriteOptions {
             mode: WriteMode::CreateNew,
             origin: Origin::Url(url.as_str().to_owned()),

@@ -3,7 +3,6 @@
 //! `DELETE` removes a file or a directory tree. All rules live in `downlink-core`.
 
 use downlink_core::auth::{Principal, Scope};
-use downlink_core::blob::BlobId;
 use downlink_core::http::{plan_response, ConditionalHeaders, Representation};
 use downlink_core::meta::FileMeta;
 use downlink_core::path::ParsedPath;
@@ -15,7 +14,7 @@ use downlink_core::{ApiError, StoragePath};
 use downlink_spin::bandwidth::{self, CountingSink};
 use downlink_spin::http::{send_error, send_json, start_response, BodyReader, RequestHead, IO_CHUNK};
 use downlink_spin::kv::KvStorage;
-use downlink_spin::{auth, now_unix, random_id};
+use downlink_spin::{auth, now_unix};
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
@@ -162,7 +161,7 @@ fn upload(
     if target.trailing_slash || target.path.is_root() {
         return Err(ApiError::new(downlink_core::ErrorCode::InvalidPath, "PUT needs a file path, not a directory"));
     }
-    let blob_id = BlobId::new(random_id()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let blob_id = downlink_spin::random_blob_id();
     let started = now_unix();
     let mut writer = FileWriter::begin(storage, target.path.clone(), blob_id, WriteOptions::default(), started)?;
     let mut body = BodyReader::new(req)?;

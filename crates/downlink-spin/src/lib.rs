@@ -33,6 +33,11 @@ pub fn random_id() -> String {
     uuid::Builder::from_random_bytes(random_bytes()).into_uuid().to_string()
 }
 
+/// A fresh blob id for a write (a random id always is a valid one).
+pub fn random_blob_id() -> downlink_core::blob::BlobId {
+    downlink_core::blob::BlobId::new(random_id()).expect("a UUID is a valid blob id")
+}
+
 /// A Spin variable's value, `None` when it is not granted or not set.
 pub fn variable(name: &str) -> Option<String> {
     spin_sdk::variables::get(name).ok()

@@ -14,6 +14,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::blob::BlobId;
 use crate::download::params::{RejectedStart, StartRequest};
 use crate::error::{ApiError, ErrorCode};
 use crate::path::StoragePath;
@@ -90,7 +91,8 @@ pub struct DownloadRecord {
     pub owner: String,
     /// The target file name (after collision handling).
     pub filename: String,
-    /// `directory/filename`, as the reference shows it.
+    /// `directory/filename`, as the reference shows it. Text, not a `StoragePath`: a download
+    /// refused at validation keeps the best-effort path it asked for, which may be invalid.
     pub file_path: String,
     /// The target directory.
     pub directory: StoragePath,
@@ -131,7 +133,7 @@ pub struct DownloadRecord {
     /// The storage blob the transfer writes into, so the blob of a dead worker can be
     /// reclaimed at once. Never shown to clients.
     #[serde(default)]
-    pub blob_id: Option<String>,
+    pub blob_id: Option<BlobId>,
     /// Whether the bookkeeping after the end (slot and target released, history entry
     /// appended) has been claimed; see [`registry::settle`](super::registry::settle). Never
     /// shown to clients.

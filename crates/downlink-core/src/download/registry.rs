@@ -156,7 +156,7 @@ pub struct StartIds {
     /// The download id.
     pub download: String,
     /// The blob the transfer writes into.
-    pub blob: String,
+    pub blob: BlobId,
 }
 
 /// Steps 1–4 of the life of a download (module docs) as one call: validate the query, choose
@@ -498,10 +498,10 @@ pub fn sweep_and_reclaim<S: Storage + ?Sized>(
 ) -> Result<Vec<DownloadRecord>, ApiError> {
     let interrupted = sweep_stale(storage, now, heartbeat_interval_secs)?;
     for record in &interrupted {
-        if let Some(blob_id) = record.blob_id.as_deref().and_then(|id| BlobId::new(id).ok()) {
+        if let Some(blob_id) = &record.blob_id {
             let known_chunks = record.current_size / u64::from(DEFAULT_CHUNK_SIZE);
             // Best effort: whatever is left, storage garbage collection removes later.
-            let _ = reclaim_abandoned_write(storage, &blob_id, known_chunks);
+            let _ = reclaim_abandoned_write(storage, blob_id, known_chunks);
         }
     }
     Ok(interrupted)
@@ -773,7 +773,7 @@ mod tests {
     ) -> Result<DownloadRecord, ApiError> {
         let query = Query::parse(&format!("download=http://example.com/{name}")).unwrap();
         let settings = DownloadSettings { max_concurrent: limit, ..DownloadSettings::load(|_| None).unwrap() };
-        let ids = StartIds { download: id.to_owned(), blob: format!("blob-{id}") };
+        let ids = StartIds { download: id.to_owned(), blob: BlobId::new(format!("blob-{id}")).unwrap() };
         match super::start(storage, &query, &dir("Downloads"), "alice", &settings, ids, now)? {
             Start::Accepted { record, .. } => Ok(record),
             Start::Refused(body) => {
@@ -911,13 +911,16 @@ mod tests {
         let settings = DownloadSettings { max_concurrent: 1, ..DownloadSettings::load(|_| None).unwrap() };
         let begin = |id: &str, url: &str| {
             let query = Query::parse(&format!("download={url}")).unwrap();
-            let ids = StartIds { download: id.to_owned(), blob: format!("blob-{id}") };
+            let ids = StartIds { download: id.to_owned(), blob: BlobId::new(format!("blob-{id}")).unwrap() };
             super::start(&storage, &query, &dir("Downloads"), "alice", &settings, ids, 5).unwrap()
         };
         let Start::Refused(body) = begin("r1", "ftp://example.com/x") else { panic!("ftp must be refused") };
         assert_eq!((body.status(), body.error, body.success), (400, Some("INVALID_URL"), false));
         let Start::Accepted { record, target, .. } = begin("ok", "http://example.com/a.bin") else { panic!("valid") };
-        assert_eq!((record.blob_id.as_deref(), target.as_str()), (Some("blob-ok"), "Downloads/a.bin"));
+        assert_eq!(
+            (record.blob_id.as_ref().map(|b| b.as_str()), target.as_str()),
+            (Some("blob-ok"), "Downloads/a.bin")
+        );
         let Start::Refused(busy) = begin("r2", "http://example.com/b.bin") else { panic!("one slot only") };
         assert_eq!((busy.status(), busy.error), (429, Some("TOO_MANY_DOWNLOADS")));
         assert_eq!(history_ids(&storage), ["r2", "r1"], "both refusals are in history, newest first");
@@ -1414,7 +1417,7 @@ mod tests {
             br#"{"id":"d1","owner":"a","filename":"big.bin","file_path":"dl/big.bin","directory":"dl","url":"http://x/","status":"downloading","current_size":10,"start_time":100,"heartbeat":100,"timeout_secs":300}"#,
         )
         .unwrap();
-        record.blob_id = Some("blob-1".into());
+        record.blob_id = Some(BlobId::new("blob-1").unwrap());
         create_record(&storage, &record).unwrap();
         try_reserve_slot(&storage, "d1", 4).unwrap();
         assert!(storage.keys().iter().any(|k| k.starts_with("chunk:")));
