@@ -23,11 +23,13 @@ fn main() -> Result<()> {
         Some("up") => up(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("build-wasm") => build_wasm(&root),
+        Some("lint") => lint(&root),
         _ => {
-            eprintln!("usage: cargo xtask <up|test|build-wasm> [args...]");
+            eprintln!("usage: cargo xtask <up|test|build-wasm|lint> [args...]");
             eprintln!("  up          build everything and serve spin.toml on the dev host");
             eprintln!("  test        build everything and run every test (extra args go to cargo test)");
             eprintln!("  build-wasm  build every wasm component (app and test fixtures)");
+            eprintln!("  lint        rustfmt check, then clippy with warnings as errors, native and wasm crates");
             std::process::exit(2);
         }
     }
@@ -89,6 +91,25 @@ fn wasm_packages(root: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(names)
+}
+
+/// `cargo fmt --check`, then clippy (`-D warnings`) on the native crates (all targets) and on
+/// the wasm crates (`downlink-spin`, components, fixtures) for `wasm32-wasip2`.
+fn lint(root: &Path) -> Result<()> {
+    ensure_wasm_target(root)?;
+    let mut fmt = cargo();
+    fmt.current_dir(root).args(["fmt", "--all", "--check"]);
+    run(fmt)?;
+    let mut native = cargo();
+    native.current_dir(root).args(["clippy", "--all-targets", "--", "-D", "warnings"]);
+    run(native)?;
+    let mut wasm = cargo();
+    wasm.current_dir(root).args(["clippy", "--target", WASM_TARGET, "-p", "downlink-spin"]);
+    for package in wasm_packages(root)? {
+        wasm.args(["-p", &package]);
+    }
+    wasm.args(["--", "-D", "warnings"]);
+    run(wasm)
 }
 
 fn build_wasm(root: &Path) -> Result<()> {

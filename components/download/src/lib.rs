@@ -10,7 +10,7 @@ use downlink_core::download::params::StartRequest;
 use downlink_core::download::progress::{ProgressThrottle, TransferDeadline};
 use downlink_core::download::record::{start_response, DownloadRecord, ProgressReport};
 use downlink_core::download::registry::{
-    finish, load_record, report_progress, start, trim_history, RecordUpdate, Start, StartIds,
+    finish, load_record, report_progress, start, trim_history, RecordUpdate, Start, StartIds, Started,
 };
 use downlink_core::download::remote_status::{
     check_body_complete, check_size_cap, classify_response_status, parse_content_length,
@@ -85,7 +85,8 @@ fn accept(head: &RequestHead) -> Result<Accepted, ApiError> {
     }
     let ids = StartIds { download: random_id(), blob: random_blob_id() };
     Ok(match start(&storage, &query, &directory, &principal.name, &settings, ids, now_unix())? {
-        Start::Accepted { record, request, target } => {
+        Start::Accepted(started) => {
+            let Started { record, request, target } = *started;
             Accepted::Started(Box::new(Download { storage, settings, request, target, record }))
         }
         Start::Refused(body) => Accepted::Refused(body.status(), body.to_json_bytes()),

@@ -138,16 +138,20 @@ pub fn create_record<S: Storage + ?Sized>(storage: &S, record: &DownloadRecord) 
 #[derive(Debug)]
 pub enum Start {
     /// Validated, target reserved, record stored, slot taken: answer `202`, then transfer.
-    Accepted {
-        /// The stored record (`starting`).
-        record: DownloadRecord,
-        /// The validated request.
-        request: StartRequest,
-        /// The reserved target file.
-        target: StoragePath,
-    },
+    Accepted(Box<Started>),
     /// Refused after validation began; already recorded in history. Answer with this body.
     Refused(StartResponse),
+}
+
+/// A download [`start`] accepted.
+#[derive(Debug)]
+pub struct Started {
+    /// The stored record (`starting`).
+    pub record: DownloadRecord,
+    /// The validated request.
+    pub request: StartRequest,
+    /// The reserved target file.
+    pub target: StoragePath,
 }
 
 /// The fresh ids a start uses (the caller draws them from the host's randomness).
@@ -192,7 +196,7 @@ pub fn start<S: Storage + ?Sized>(
         finish(storage, &ids.download, |r| r.fail_with(now, &error))?;
         return refused(&record.filename, &record.file_path, &error);
     }
-    Ok(Start::Accepted { record, request, target })
+    Ok(Start::Accepted(Box::new(Started { record, request, target })))
 }
 
 /// The record of `id`, if any; an id that cannot exist is simply not found.
@@ -775,7 +779,7 @@ mod tests {
         let settings = DownloadSettings { max_concurrent: limit, ..DownloadSettings::load(|_| None).unwrap() };
         let ids = StartIds { download: id.to_owned(), blob: BlobId::new(format!("blob-{id}")).unwrap() };
         match super::start(storage, &query, &dir("Downloads"), "alice", &settings, ids, now)? {
-            Start::Accepted { record, .. } => Ok(record),
+            Start::Accepted(started) => Ok(started.record),
             Start::Refused(body) => {
                 let code = body.error.and_then(ErrorCode::from_wire).expect("a refusal names its code");
                 Err(ApiError::new(code, body.detail.unwrap_or_default()))
@@ -916,7 +920,8 @@ mod tests {
         };
         let Start::Refused(body) = begin("r1", "ftp://example.com/x") else { panic!("ftp must be refused") };
         assert_eq!((body.status(), body.error, body.success), (400, Some("INVALID_URL"), false));
-        let Start::Accepted { record, target, .. } = begin("ok", "http://example.com/a.bin") else { panic!("valid") };
+        let Start::Accepted(started) = begin("ok", "http://example.com/a.bin") else { panic!("valid") };
+        let (record, target) = (started.record, started.target);
         assert_eq!(
             (record.blob_id.as_ref().map(|b| b.as_str()), target.as_str()),
             (Some("blob-ok"), "Downloads/a.bin")
