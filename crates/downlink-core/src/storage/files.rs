@@ -326,8 +326,14 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
 
         // Published: the file is visible and complete.
         let parent = self.path.parent().unwrap_or_default();
-        if let Err(error) = insert_entry(storage, &parent, &name, EntryKind::File) {
-            if error.code == ErrorCode::Conflict && !superseded {
+        match try_insert_entry(storage, &parent, &name, EntryKind::File) {
+            Ok(Ok(_)) => {}
+            Err(error) => return Err((error, Published::Yes)),
+            Ok(Err(refused)) => {
+                let error = refused.into_error(&parent, &name);
+                if superseded {
+                    return Err((error, Published::Yes));
+                }
                 // A directory of the same name appeared meanwhile: undo the publication.
                 let ours = meta.to_json_bytes();
                 let restored = match &previous_bytes {
@@ -339,8 +345,8 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
                 if let Ok(true) = restored {
                     return Err((error, Published::No));
                 }
+                return Err((error, Published::Yes));
             }
-            return Err((error, Published::Yes));
         }
         let _ = storage.delete(&pending_key(&self.blob_id));
         let replaced = previous_bytes.is_some();
@@ -467,34 +473,64 @@ fn read_index<S: Storage + ?Sized>(storage: &S, dir: &StoragePath) -> Result<Opt
     }
 }
 
-/// Adds `name` as `kind` to `dir`'s index; `true` if it changed.
+/// Why a name cannot go into a directory index.
+enum EntryRefused {
+    /// The name is already a file or directory of the other kind.
+    Taken(EntryKind),
+    /// The index would outgrow one value.
+    Full,
+}
+
+impl EntryRefused {
+    fn into_error(self, dir: &StoragePath, name: &str) -> ApiError {
+        match self {
+            EntryRefused::Full => ApiError::conflict(format!("directory `/{dir}` has too many entries")),
+            EntryRefused::Taken(existing) => {
+                let existing = match existing {
+                    EntryKind::File => "file",
+                    EntryKind::Dir => "directory",
+                };
+                match dir.join(name) {
+                    Ok(child) => ApiError::conflict(format!("`{child}` is a {existing}")),
+                    Err(e) => e.into(),
+                }
+            }
+        }
+    }
+}
+
+/// Adds `name` as `kind` to `dir`'s index: `Ok(true)` if it changed, or why it cannot.
+fn try_insert_entry<S: Storage + ?Sized>(
+    storage: &S,
+    dir: &StoragePath,
+    name: &str,
+    kind: EntryKind,
+) -> Result<Result<bool, EntryRefused>, ApiError> {
+    cas_update(storage, &dir_index_key(dir), |current| {
+        let mut index = parse_index(dir, current)?;
+        Ok(match index.insert(name, kind) {
+            Ok(false) if current.is_some() => CasStep::Done(Ok(false)),
+            Ok(_) => {
+                let bytes = index.to_json_bytes();
+                if bytes.len() > MAX_VALUE_BYTES {
+                    CasStep::Done(Err(EntryRefused::Full))
+                } else {
+                    CasStep::Write(bytes, Ok(true))
+                }
+            }
+            Err(conflict) => CasStep::Done(Err(EntryRefused::Taken(conflict.existing))),
+        })
+    })
+}
+
+/// Adds `name` as `kind` to `dir`'s index; `true` if it changed; a refusal is `409`.
 fn insert_entry<S: Storage + ?Sized>(
     storage: &S,
     dir: &StoragePath,
     name: &str,
     kind: EntryKind,
 ) -> Result<bool, ApiError> {
-    cas_update(storage, &dir_index_key(dir), |current| {
-        let mut index = parse_index(dir, current)?;
-        match index.insert(name, kind) {
-            Ok(false) if current.is_some() => Ok(CasStep::Done(false)),
-            Ok(_) => {
-                let bytes = index.to_json_bytes();
-                if bytes.len() > MAX_VALUE_BYTES {
-                    return Err(ApiError::conflict(format!("directory `/{dir}` has too many entries")));
-                }
-                Ok(CasStep::Write(bytes, true))
-            }
-            Err(conflict) => {
-                let existing = match conflict.existing {
-                    EntryKind::File => "file",
-                    EntryKind::Dir => "directory",
-                };
-                let child = dir.join(name).map_err(ApiError::from)?;
-                Err(ApiError::conflict(format!("`{child}` is a {existing}")))
-            }
-        }
-    })
+    try_insert_entry(storage, dir, name, kind)?.map_err(|refused| refused.into_error(dir, name))
 }
 
 /// Removes `name` from `dir`'s index; `true` if it was there.
@@ -600,11 +636,16 @@ pub fn stat<S: Storage + ?Sized>(storage: &S, path: &StoragePath) -> Result<Opti
 /// The direct children of `dir`, sorted by name. Index entries whose file record is missing
 /// (left by an interrupted delete) are skipped, so listings never show ghosts.
 pub fn list_dir<S: Storage + ?Sized>(storage: &S, dir: &StoragePath) -> Result<Vec<Entry>, ApiError> {
-    let index = match read_index(storage, dir)? {
-        Some(index) => index,
-        None if dir.is_root() => DirIndex::new(),
-        None => return Err(ApiError::not_found(format!("no directory `/{dir}`"))),
-    };
+    match list_existing_dir(storage, dir)? {
+        Some(entries) => Ok(entries),
+        None if dir.is_root() => Ok(Vec::new()),
+        None => Err(ApiError::not_found(format!("no directory `/{dir}`"))),
+    }
+}
+
+/// The entries of `dir`, `None` when it has no index (never created, or deleted).
+fn list_existing_dir<S: Storage + ?Sized>(storage: &S, dir: &StoragePath) -> Result<Option<Vec<Entry>>, ApiError> {
+    let Some(index) = read_index(storage, dir)? else { return Ok(None) };
     let mut entries = Vec::with_capacity(index.len());
     for (name, kind) in index.iter() {
         let Ok(child) = dir.join(name) else {
@@ -619,7 +660,7 @@ pub fn list_dir<S: Storage + ?Sized>(storage: &S, dir: &StoragePath) -> Result<V
             EntryKind::Dir => entries.push(Entry::Dir(child)),
         }
     }
-    Ok(entries)
+    Ok(Some(entries))
 }
 
 /// Every file below `dir`, recursively, in path order. More than `max_files` files is
@@ -643,8 +684,9 @@ fn walk_into<S: Storage + ?Sized>(
     max_files: usize,
     files: &mut Vec<FileMeta>,
 ) -> Result<(), ApiError> {
-    // Recursion depth is bounded by MAX_DEPTH, which `join` enforces.
-    for entry in list_dir(storage, dir)? {
+    // Recursion depth is bounded by MAX_DEPTH, which `join` enforces. A directory listed but
+    // never materialised is simply empty.
+    for entry in list_existing_dir(storage, dir)?.unwrap_or_default() {
         match entry {
             Entry::File(meta) => {
                 if files.len() >= max_files {
@@ -652,11 +694,7 @@ fn walk_into<S: Storage + ?Sized>(
                 }
                 files.push(meta);
             }
-            Entry::Dir(child) => match walk_into(storage, &child, max_files, files) {
-                // A directory listed but never materialised is simply empty.
-                Err(error) if error.code == ErrorCode::NotFound => {}
-                other => other?,
-            },
+            Entry::Dir(child) => walk_into(storage, &child, max_files, files)?,
         }
     }
     Ok(())
