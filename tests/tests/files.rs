@@ -637,6 +637,31 @@ fn head_and_conditional_requests() {
     assert_eq!(resp.body, b"{}");
 }
 
+#[test]
+fn if_match_makes_overwrites_and_deletes_conditional() {
+    let app = App::start();
+    let first = upload(&app, "/cond/f.txt", "cond/f.txt", b"version one", 201);
+    let etag = first["etag"].as_str().unwrap().to_string();
+
+    let stale = app.call("PUT", "/cond/f.txt", Some(ALICE), &[("If-Match", "\"stale\"")], b"lost update");
+    expect_error(&stale, 412, "PRECONDITION_FAILED", "PUT with a stale If-Match");
+    assert_eq!(app.get("/cond/f.txt").body, b"version one", "a refused PUT keeps nothing");
+    let missing = app.call("PUT", "/cond/new.txt", Some(ALICE), &[("If-Match", &etag)], b"x");
+    expect_error(&missing, 412, "PRECONDITION_FAILED", "PUT with If-Match where no file is");
+
+    let current = app.call("PUT", "/cond/f.txt", Some(ALICE), &[("If-Match", &etag)], b"version two");
+    expect_status(&current, 200, "PUT with the current ETag");
+    let second = current.json()["etag"].as_str().unwrap().to_string();
+    assert_eq!(app.get("/cond/f.txt").body, b"version two");
+
+    let stale = app.call("DELETE", "/cond/f.txt", Some(ALICE), &[("If-Match", &etag)], b"");
+    expect_error(&stale, 412, "PRECONDITION_FAILED", "DELETE with the pre-overwrite ETag");
+    assert_eq!(app.get("/cond/f.txt").body, b"version two", "a refused DELETE removes nothing");
+    let resp = app.call("DELETE", "/cond/f.txt", Some(ALICE), &[("If-Match", &second)], b"");
+    expect_status(&resp, 200, "DELETE with the current ETag");
+    expect_status(&app.get("/cond/f.txt"), 404, "GET after the conditional DELETE");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Listings
 // ---------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ use downlink_core::http::{plan_response, ConditionalHeaders, Representation};
 use downlink_core::meta::FileMeta;
 use downlink_core::path::ParsedPath;
 use downlink_core::storage::{
-    delete_dir_recursive, delete_file, list_dir, read_file, stat, Committed, Entry, FileWriter, WriteOptions,
-    TOUCH_INTERVAL_SECS,
+    delete_dir_recursive, delete_file, list_dir, read_file, stat, Committed, Entry, FileWriter, WriteMode,
+    WriteOptions, TOUCH_INTERVAL_SECS,
 };
 use downlink_core::{ApiError, StoragePath};
 use downlink_spin::bandwidth::{self, CountingSink};
@@ -43,8 +43,8 @@ fn serve(req: IncomingRequest, head: &RequestHead, out: ResponseOutparam) -> Res
     };
     let outcome = match head.method {
         Method::Get | Method::Head => read(&storage, &principal, &target, head),
-        Method::Put => upload(&storage, &principal, &target, req).map(Reply::Json),
-        Method::Delete => remove(&storage, &principal, &target).map(Reply::Json),
+        Method::Put => upload(&storage, &principal, &target, head.header("if-match"), req).map(Reply::Json),
+        Method::Delete => remove(&storage, &principal, &target, head.header("if-match")).map(Reply::Json),
         _ => Err(ApiError::method_not_allowed("GET, HEAD, PUT, DELETE")),
     };
     match outcome {
@@ -151,10 +151,13 @@ fn stream_file(
     Ok(())
 }
 
+/// `PUT`: stores the body as the file (`If-Match`: only over the version with that ETag, else
+/// `412`; nothing is kept then).
 fn upload(
     storage: &KvStorage,
     principal: &Principal,
     target: &ParsedPath,
+    if_match: Option<&str>,
     req: IncomingRequest,
 ) -> Result<(u16, serde_json::Value), ApiError> {
     principal.require(Scope::FileWrite)?;
@@ -163,7 +166,8 @@ fn upload(
     }
     let blob_id = downlink_spin::random_blob_id();
     let started = now_unix();
-    let mut writer = FileWriter::begin(storage, target.path.clone(), blob_id, WriteOptions::default(), started)?;
+    let options = WriteOptions { mode: WriteMode::for_upload(if_match), ..WriteOptions::default() };
+    let mut writer = FileWriter::begin(storage, target.path.clone(), blob_id, options, started)?;
     let mut body = BodyReader::new(req)?;
     let mut last_touch = started;
     loop {
@@ -199,15 +203,17 @@ fn upload(
     ))
 }
 
+/// `DELETE`: a file (`If-Match`: only the version with that ETag, else `412`) or a tree.
 fn remove(
     storage: &KvStorage,
     principal: &Principal,
     target: &ParsedPath,
+    if_match: Option<&str>,
 ) -> Result<(u16, serde_json::Value), ApiError> {
     principal.require(Scope::FileWrite)?;
     match stat(storage, &target.path)? {
         Some(Entry::File(meta)) => {
-            delete_file(storage, &meta.path, None)?;
+            delete_file(storage, &meta.path, if_match)?;
             Ok((200, json!({ "success": true, "path": meta.path.as_str(), "deleted_files": 1 })))
         }
         Some(Entry::Dir(dir)) => {

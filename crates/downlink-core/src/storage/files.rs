@@ -56,6 +56,16 @@ pub enum WriteMode {
     IfMatch(String),
 }
 
+impl WriteMode {
+    /// The mode of a `PUT`: with `If-Match`, only over the version it names; else overwrite.
+    pub fn for_upload(if_match: Option<&str>) -> WriteMode {
+        match if_match {
+            Some(condition) => WriteMode::IfMatch(condition.to_owned()),
+            None => WriteMode::Overwrite,
+        }
+    }
+}
+
 /// Parameters of a write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteOptions {
