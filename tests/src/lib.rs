@@ -1003,6 +1003,17 @@ impl KvStore {
         }
     }
 
+    /// Redis's `connected_clients` (`INFO clients`); `None` for the SQLite store.
+    pub fn redis_connected_clients(&self) -> Option<u64> {
+        let KvStore::Redis(port) = self else { return None };
+        let info = match RedisConn::open(*port).call(&[b"INFO", b"clients"]) {
+            RespValue::Bulk(Some(text)) => String::from_utf8_lossy(&text).into_owned(),
+            other => panic!("redis INFO clients: unexpected reply {other:?}"),
+        };
+        let line = info.lines().find_map(|l| l.strip_prefix("connected_clients:"));
+        Some(line.and_then(|n| n.trim().parse().ok()).unwrap_or_else(|| panic!("no connected_clients in {info:?}")))
+    }
+
     /// Set `key` to `value` behind the app's back.
     pub fn set(&self, key: &str, value: &[u8]) {
         match self {

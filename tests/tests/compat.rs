@@ -2,8 +2,6 @@
 //! where the dev host does not"). Runs on every host and store of the matrix (`TestEnv`):
 //! the dev host and real Spin, each on SQLite and on Redis.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -123,23 +121,6 @@ fn parallel_uploads_into_new_directories_are_all_listed() {
     }
 }
 
-/// `INFO clients` → `connected_clients`.
-fn redis_clients(port: u16) -> u64 {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    conn.write_all(b"INFO clients\r\n").unwrap();
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&reply).contains("connected_clients:") || !reply.ends_with(b"\r\n") {
-        let n = conn.read(&mut buf).expect("read INFO");
-        assert!(n > 0, "redis closed the connection");
-        reply.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&reply);
-    let line = text.lines().find(|l| l.starts_with("connected_clients:")).unwrap();
-    line["connected_clients:".len()..].trim().parse().unwrap()
-}
-
 /// Spin 4.0.2 keeps every compare-and-swap's Redis connections (two per swap) until the
 /// request ends. A download that swapped its record per progress report held ~4 more each
 /// second; progress is now a plain write, so the count stays flat however long it runs.
@@ -155,8 +136,9 @@ fn a_running_download_holds_a_bounded_number_of_redis_connections() {
     )]);
     let state = HostState::new("compat-redis-conns");
     let app = app_on(&state, &[("allow_download", "true"), ("download_allow_private", "true")]);
-    let KvStore::Redis(port) = app.host.kv().clone() else { unreachable!("Redis store selected") };
-    let before = redis_clients(port);
+    let kv = app.host.kv().clone();
+    let clients = || kv.redis_connected_clients().expect("the Redis store is selected");
+    let before = clients();
     let url = encode(&origin.url("/slow.bin"));
     let resp = app.call("GET", &format!("/Downloads?download={url}"), Some(ALICE), &[], b"");
     expect_status(&resp, 202, "start");
@@ -165,7 +147,7 @@ fn a_running_download_holds_a_bounded_number_of_redis_connections() {
     let mut most = before;
     loop {
         thread::sleep(Duration::from_millis(500));
-        most = most.max(redis_clients(port));
+        most = most.max(clients());
         let record = app.call("GET", &format!("/api/v1/downloads/{id}"), Some(ALICE), &[], b"");
         let status = record.json()["status"].as_str().unwrap_or_default().to_owned();
         if status == "completed" || status == "failed" {

@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | `swap` on a key `current` found | exact (`UPDATE … WHERE value = old`) | written only if unchanged since `WATCH`, but **always reported as failed** (`UNWATCH key` is rejected) | a failed swap whose value now reads back as ours counts as swapped |
 //! | `swap` on a key `current` found absent | **unconditional upsert**, reported as success | as above | create-if-absent never uses it: a *claim* (`increment` of `claim:<sha256(key)>`, atomic on both) elects the one creator; a deleted key of this kind is kept as an empty *tombstone* ([`Storage::retire`]) so it is never absent again |
-//! | `increment` | 8-byte little-endian `i64`; any other stored value **panics the host** and breaks the store until restart | `INCRBY` (decimal text) | the store's encoding is probed once; a counter in the other encoding (decimal text left by an older dev host) is rewritten before it is incremented; an unreadable one is an error, never a panic |
+//! | `increment` | 8-byte little-endian `i64`; any other stored value **panics the host** and breaks the store until restart | `INCRBY` (decimal text) | the store's encoding is probed once; on a store of 8-byte counters, a counter in the other encoding (decimal text left by an older dev host) is rewritten before it is incremented, an unreadable one is an error, never a panic |
 //!
 //! Read-back is exact for deciding *swapped* (values written through compare-and-swap are
 //! unique to their writer: they carry blob ids, download ids, timestamps), but on Redis a
@@ -195,6 +195,11 @@ impl<S: Storage> Storage for ExactKv<S> {
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StorageError> {
         let encoding = self.counter_encoding()?;
+        // Only a store of 8-byte counters (Spin's SQLite) panics on a value it cannot read; a
+        // decimal one (Redis `INCRBY`) refuses it with an error, so it needs no read first.
+        if encoding == CounterEncoding::Decimal {
+            return self.raw.increment(key, delta);
+        }
         // A counter left in the other encoding (an older dev host wrote decimal text into
         // Spin's SQLite file) is rewritten first: Spin would panic on it. The rewrite is a
         // swap against the value seen; whoever wins, the next read shows the right encoding.
