@@ -3,16 +3,15 @@
 //! `DELETE` removes a file or a directory tree. All rules live in `downlink-core`.
 
 use downlink_core::auth::{Principal, Scope};
-use downlink_core::http::{plan_response, ConditionalHeaders, Representation};
-use downlink_core::meta::FileMeta;
+use downlink_core::delivery::{Delivery, StreamError};
 use downlink_core::path::ParsedPath;
 use downlink_core::storage::{
-    delete_dir_recursive, delete_file, list_dir, read_file, stat, Committed, Entry, FileWriter, WriteMode,
-    WriteOptions, TOUCH_INTERVAL_SECS,
+    delete_dir_recursive, delete_file, list_dir, stat, Committed, Entry, FileWriter, WriteMode, WriteOptions,
+    TOUCH_INTERVAL_SECS,
 };
 use downlink_core::{ApiError, StoragePath};
-use downlink_spin::bandwidth::{self, CountingSink};
-use downlink_spin::http::{send_error, send_json, start_response, BodyReader, RequestHead, IO_CHUNK};
+use downlink_spin::bandwidth;
+use downlink_spin::http::{send_error, send_json, BodyReader, ClientGone, RequestHead, IO_CHUNK};
 use downlink_spin::kv::KvStorage;
 use downlink_spin::{auth, now_unix};
 use serde_json::json;
@@ -24,12 +23,12 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = RequestHead::of(&req);
     if let Err(e) = serve(req, &head, out) {
         // Only reached when the response had already started; the client sees a cut body.
-        eprintln!("files: {} {} failed mid-response: {}", head.method_name(), head.path(), e.message);
+        eprintln!("files: {} {} failed mid-response: {e}", head.method_name(), head.path());
     }
 }
 
 /// Answers one request. Errors returned here happened after the response started.
-fn serve(req: IncomingRequest, head: &RequestHead, out: ResponseOutparam) -> Result<(), ApiError> {
+fn serve(req: IncomingRequest, head: &RequestHead, out: ResponseOutparam) -> Result<(), StreamError<ClientGone>> {
     let prepared = auth::authenticate(head.header("authorization")).and_then(|principal| {
         let target = StoragePath::from_url_path(head.path())?;
         Ok((principal, target, downlink_spin::kv::open_default()?))
@@ -49,37 +48,31 @@ fn serve(req: IncomingRequest, head: &RequestHead, out: ResponseOutparam) -> Res
     };
     match outcome {
         Ok(Reply::Json((status, body))) => send_json(out, status, &body),
-        Ok(Reply::File { meta, head_only, conditional }) => {
-            return stream_file(&storage, &principal.name, &meta, head_only, conditional, out)
-        }
+        // Bytes sent count towards the principal's bandwidth (the reference: downloads through
+        // the REST API count).
+        Ok(Reply::File(delivery)) => return bandwidth::deliver(&storage, &principal.name, &delivery, out),
         Err(e) => send_error(out, &e),
     }
     Ok(())
 }
 
 /// What a request decided to send.
-enum Reply<'h> {
+enum Reply {
     Json((u16, serde_json::Value)),
-    File { meta: FileMeta, head_only: bool, conditional: ConditionalHeaders<'h> },
+    File(Box<Delivery>),
 }
 
-fn read<'h>(
+fn read(
     storage: &KvStorage,
     principal: &Principal,
     target: &ParsedPath,
-    head: &'h RequestHead,
-) -> Result<Reply<'h>, ApiError> {
+    head: &RequestHead,
+) -> Result<Reply, ApiError> {
     principal.require(Scope::FileRead)?;
     match stat(storage, &target.path)? {
-        Some(Entry::File(meta)) if !target.trailing_slash => Ok(Reply::File {
-            meta,
-            head_only: head.method == Method::Head,
-            conditional: ConditionalHeaders {
-                range: head.header("range"),
-                if_range: head.header("if-range"),
-                if_none_match: head.header("if-none-match"),
-            },
-        }),
+        Some(Entry::File(meta)) if !target.trailing_slash => {
+            Ok(Reply::File(Box::new(Delivery::file(&meta, head.conditional(), head.method == Method::Head)?)))
+        }
         Some(Entry::File(_)) => Err(ApiError::not_found(format!("`/{}` is a file, not a directory", target.path))),
         Some(Entry::Dir(dir)) => Ok(Reply::Json((200, listing(storage, &dir)?))),
         None => Err(ApiError::not_found(format!("no file or directory `/{}`", target.path))),
@@ -101,54 +94,6 @@ fn listing(storage: &KvStorage, dir: &StoragePath) -> Result<serde_json::Value, 
         })
         .collect();
     Ok(json!({ "path": dir.as_str(), "entries": entries }))
-}
-
-/// Streams a file (or the planned range of it), counting the bytes into `principal`'s
-/// bandwidth usage (the reference: downloads through the REST API count).
-fn stream_file(
-    storage: &KvStorage,
-    principal: &str,
-    meta: &FileMeta,
-    head_only: bool,
-    conditional: ConditionalHeaders<'_>,
-    out: ResponseOutparam,
-) -> Result<(), ApiError> {
-    let etag = meta.etag();
-    let representation =
-        Representation { size: meta.size, etag: &etag, last_modified: meta.modified, content_type: &meta.content_type };
-    let plan = match plan_response(&representation, conditional) {
-        Ok(plan) => plan,
-        Err(e) => {
-            send_error(out, &e);
-            return Ok(());
-        }
-    };
-    let sends_body = plan.has_body && !head_only;
-    let about_to_send = match (sends_body, plan.range) {
-        (false, _) => 0,
-        (true, Some(range)) => range.len(),
-        (true, None) => meta.size,
-    };
-    // Quota and content are checked before committing to a status, so both are clean errors.
-    let reader = bandwidth::check_before_sending(storage, principal, about_to_send)
-        .and_then(|()| sends_body.then(|| read_file(storage, meta, plan.range)).transpose());
-    let reader = match reader {
-        Ok(reader) => reader,
-        Err(e) => {
-            send_error(out, &e);
-            return Ok(());
-        }
-    };
-    let mut body = CountingSink::new(start_response(out, plan.status, &plan.headers), storage, principal);
-    if let Some(reader) = reader {
-        for chunk in reader {
-            // On a storage error or a vanished client, stop without finishing the body so the
-            // client sees a truncated response rather than a silently short file.
-            body.write(&chunk?)?;
-        }
-    }
-    let _ = body.finish();
-    Ok(())
 }
 
 /// `PUT`: stores the body as the file (`If-Match`: only over the version with that ETag, else

@@ -16,6 +16,8 @@
 //! - [`download`]: remote URL downloads: URL policy, records, progress, history.
 //! - [`zip`]: ZIP layout computed up front, served by byte range.
 //! - [`deflate_zip`]: the streamed, deflated archive of `compression=deflate`.
+//! - [`delivery`]: serving stored content — decide the `GET`/`HEAD` answer, stream the bytes
+//!   into a caller's sink.
 //! - [`storage`]: the key-value trait backends implement and the file operations on it.
 //! - [`json`]: the one way records become bytes.
 //! - [`text`]: cutting names and messages to a length.
@@ -28,6 +30,7 @@ pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod deflate_zip;
+pub mod delivery;
 pub mod download;
 pub mod error;
 pub mod http;

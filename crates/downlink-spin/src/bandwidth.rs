@@ -1,10 +1,12 @@
 //! Per-principal bandwidth accounting: the quota from the `bandwidth_quota_bytes` variable,
 //! the atomic bytes-sent counter, and a response body that counts what it sends.
 
-use crate::http::BodyWriter;
+use crate::http::{send_error, start_response, BodyWriter, ClientGone};
+use downlink_core::delivery::{ContentSink, Delivery, StreamError};
 use downlink_core::prepare::{bandwidth_key, check_quota};
 use downlink_core::storage::Storage;
 use downlink_core::ApiError;
+use spin_sdk::http::ResponseOutparam;
 
 /// Spin variable: bytes each principal may download in total; `0` or empty = no quota.
 pub const QUOTA_VARIABLE: &str = "bandwidth_quota_bytes";
@@ -41,6 +43,27 @@ pub fn check_before_sending<S: Storage + ?Sized>(
     }
 }
 
+/// Answers with `delivery`: the principal's quota is checked first (a clean `429` before any
+/// status is committed), then the response starts and the body streams, counted as it goes.
+/// An error means the body broke off after the status was sent; it is left unfinished, so the
+/// client sees a truncated response, never a silently short one.
+pub fn deliver<S: Storage + ?Sized>(
+    storage: &S,
+    principal: &str,
+    delivery: &Delivery,
+    out: ResponseOutparam,
+) -> Result<(), StreamError<ClientGone>> {
+    if let Err(refused) = check_before_sending(storage, principal, delivery.bytes_to_send()) {
+        send_error(out, &refused);
+        return Ok(());
+    }
+    let body = start_response(out, delivery.response.status, &delivery.response.headers);
+    let mut sink = CountingSink::new(body, storage, principal);
+    // What went out is counted also when the transfer breaks off (the sink counts on drop).
+    delivery.stream(storage, &mut sink)?;
+    sink.finish().map_err(StreamError::Sink)
+}
+
 /// A response body that counts the bytes it sends into a principal's counter, in batches.
 pub struct CountingSink<'a, S: Storage + ?Sized> {
     /// `None` once finished.
@@ -54,17 +77,6 @@ impl<'a, S: Storage + ?Sized> CountingSink<'a, S> {
     /// Counts what is written to `body` for `principal`.
     pub fn new(body: BodyWriter, storage: &'a S, principal: &str) -> Self {
         CountingSink { body: Some(body), storage, key: bandwidth_key(principal), uncounted: 0 }
-    }
-
-    /// Sends `data` and counts it.
-    pub fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
-        let body = self.body.as_mut().ok_or_else(|| ApiError::internal("body already finished"))?;
-        body.write_all(data).map_err(|_| ApiError::internal("client went away"))?;
-        self.uncounted += data.len() as u64;
-        if self.uncounted >= COUNT_EVERY_BYTES {
-            self.count_now();
-        }
-        Ok(())
     }
 
     /// Adds the bytes sent since the last call to the counter. A failed increment is logged,
@@ -81,23 +93,22 @@ impl<'a, S: Storage + ?Sized> CountingSink<'a, S> {
     }
 
     /// Counts the rest and ends the body.
-    pub fn finish(mut self) -> Result<(), ApiError> {
+    pub fn finish(mut self) -> Result<(), ClientGone> {
         self.count_now();
-        match self.body.take() {
-            Some(body) => body.finish().map_err(|_| ApiError::internal("client went away at the end")),
-            None => Ok(()),
-        }
+        self.body.take().map_or(Ok(()), BodyWriter::finish)
     }
 }
 
-/// For writers built on `std::io` (the deflate archive): errors carry the `ApiError` message.
-impl<S: Storage + ?Sized> std::io::Write for CountingSink<'_, S> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        CountingSink::write(self, data).map_err(|e| std::io::Error::other(e.message))?;
-        Ok(data.len())
-    }
+/// Sends `data` and counts it.
+impl<S: Storage + ?Sized> ContentSink for CountingSink<'_, S> {
+    type Error = ClientGone;
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    fn send(&mut self, data: &[u8]) -> Result<(), ClientGone> {
+        self.body.as_mut().ok_or(ClientGone)?.write_all(data)?;
+        self.uncounted += data.len() as u64;
+        if self.uncounted >= COUNT_EVERY_BYTES {
+            self.count_now();
+        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! so forwarded bytes never pass through guest memory.
 
 use downlink_core::error::JSON_CONTENT_TYPE;
+use downlink_core::http::ConditionalHeaders;
 use downlink_core::ApiError;
 use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
 use spin_sdk::wit::wasi::http0_2_0::types::{IncomingBody, OutgoingBody};
@@ -50,6 +51,15 @@ impl RequestHead {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
         self.headers.iter().find(|(k, _)| *k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The headers that shape a `GET`/`HEAD` answer (`Range`, `If-Range`, `If-None-Match`).
+    pub fn conditional(&self) -> ConditionalHeaders<'_> {
+        ConditionalHeaders {
+            range: self.header("range"),
+            if_range: self.header("if-range"),
+            if_none_match: self.header("if-none-match"),
+        }
     }
 
     /// The path, still percent-encoded.
@@ -129,7 +139,8 @@ impl BodyReader {
 }
 
 /// Why a response body could not be written completely.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the client went away")]
 pub struct ClientGone;
 
 /// A response body being written.

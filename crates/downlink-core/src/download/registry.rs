@@ -1032,15 +1032,30 @@ mod tests {
     fn choose_target_skips_existing_files_and_reservations() {
         let storage = MemoryStorage::new();
         let options = WriteOptions { mode: WriteMode::CreateNew, ..WriteOptions::default() };
-        write_file(&storage, &dir("Downloads/data.csv"), crate::blob::BlobId::new("b1").unwrap(), [b"x"], options, 1)
-            .unwrap();
+        write_file(
+            &storage,
+            &dir("Downloads/data.csv"),
+            crate::blob::BlobId::new("b1").unwrap(),
+            [b"x"],
+            options.clone(),
+            1,
+        )
+        .unwrap();
         let first = choose_target(&storage, &dir("Downloads"), "data.csv", "a", 10).unwrap();
         assert_eq!(first.as_str(), "Downloads/data (1).csv");
         create_record(&storage, &starting("a", "http://x.org/data.csv", "Downloads", 10)).unwrap();
         let second = choose_target(&storage, &dir("Downloads"), "data.csv", "b", 10).unwrap();
         assert_eq!(second.as_str(), "Downloads/data (2).csv");
         // A directory with the wanted name counts as taken too.
-        crate::storage::create_dir(&storage, &dir("Downloads/report")).unwrap();
+        write_file(
+            &storage,
+            &dir("Downloads/report/inside"),
+            crate::blob::BlobId::new("b2").unwrap(),
+            [b"x"],
+            options,
+            1,
+        )
+        .unwrap();
         assert_eq!(
             choose_target(&storage, &dir("Downloads"), "report", "c", 10).unwrap().as_str(),
             "Downloads/report (1)"

@@ -24,11 +24,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{cas_update, CasOutcome, CasStep, Storage};
 use crate::blob::{
-    chunk_key, classify_key, dir_index_key, meta_key, pending_key, plan_garbage_collection, BlobId, ChunkPlan,
-    ChunkWriter, FinishedBlob, KeyKind, PendingMarker, DEFAULT_CHUNK_SIZE, MAX_VALUE_BYTES,
+    chunk_key, classify_key, dir_index_key, meta_key, pending_key, plan_garbage_collection, BlobId, ChunkWriter,
+    FinishedBlob, KeyKind, PendingMarker, DEFAULT_CHUNK_SIZE, MAX_VALUE_BYTES,
 };
 use crate::error::{ApiError, ErrorCode};
-use crate::http::{if_match_passes, ByteRange};
+use crate::http::if_match_passes;
 use crate::meta::{content_type_for, DirIndex, EntryKind, FileMeta, Origin};
 use crate::path::{PathError, StoragePath};
 
@@ -710,22 +710,6 @@ fn walk_into<S: Storage + ?Sized>(
     Ok(())
 }
 
-/// Creates `dir` and its parents; `true` if `dir` did not exist.
-pub fn create_dir<S: Storage + ?Sized>(storage: &S, dir: &StoragePath) -> Result<bool, ApiError> {
-    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
-        return Ok(false);
-    };
-    check_kinds(storage, dir, EntryKind::Dir)?;
-    link_ancestors(storage, dir)?;
-    insert_entry(storage, &parent, name, EntryKind::Dir)?;
-    cas_update(storage, &dir_index_key(dir), |current| {
-        Ok(match current {
-            Some(_) => CasStep::Done(false),
-            None => CasStep::Write(DirIndex::new().to_json_bytes(), true),
-        })
-    })
-}
-
 /// Deletes the file at `path` (optionally only if its ETag matches `if_match`) and returns its
 /// last record.
 pub fn delete_file<S: Storage + ?Sized>(
@@ -798,95 +782,6 @@ fn delete_tree<S: Storage + ?Sized>(
     storage.retire(&dir_index_key(dir))?;
     summary.dirs += 1;
     Ok(())
-}
-
-/// Streams a file's bytes (all, or one range) chunk by chunk.
-///
-/// Yields `Err` and stops if a chunk is missing or has the wrong length (the file was replaced
-/// or deleted mid-read), or, for a full read, if the CRC-32 does not match the record. The
-/// caller should then abort the response so the client notices the truncation.
-pub struct FileReader<'s, S: Storage + ?Sized> {
-    storage: &'s S,
-    meta: FileMeta,
-    plan: ChunkPlan,
-    crc: Option<crc32fast::Hasher>,
-    done: bool,
-}
-
-impl<S: Storage + ?Sized> FileReader<'_, S> {
-    /// Bytes still to come: the response's `Content-Length` before the first read.
-    pub fn remaining_bytes(&self) -> u64 {
-        if self.done {
-            0
-        } else {
-            self.plan.remaining_bytes()
-        }
-    }
-
-    fn fail(&mut self, message: String) -> Option<Result<Vec<u8>, ApiError>> {
-        self.done = true;
-        Some(Err(ApiError::storage(message)))
-    }
-}
-
-impl<S: Storage + ?Sized> Iterator for FileReader<'_, S> {
-    type Item = Result<Vec<u8>, ApiError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let Some(slice) = self.plan.next() else {
-            self.done = true;
-            if let Some(crc) = self.crc.take() {
-                if crc.finalize() != self.meta.crc32 {
-                    return self.fail(format!("`{}` failed its CRC-32 check", self.meta.path));
-                }
-            }
-            return None;
-        };
-        let mut bytes = match self.storage.get(&chunk_key(&self.meta.blob_id, slice.index)) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => {
-                return self.fail(format!(
-                    "chunk {} of `{}` is missing (the file changed while being read)",
-                    slice.index, self.meta.path
-                ))
-            }
-            Err(error) => {
-                self.done = true;
-                return Some(Err(error.into()));
-            }
-        };
-        if bytes.len() != slice.expected_len {
-            return self.fail(format!("chunk {} of `{}` has the wrong length", slice.index, self.meta.path));
-        }
-        if let Some(crc) = &mut self.crc {
-            crc.update(&bytes);
-        }
-        if slice.start > 0 || slice.end < bytes.len() {
-            bytes = bytes[slice.start..slice.end].to_vec();
-        }
-        Some(Ok(bytes))
-    }
-}
-
-/// Opens `meta`'s content for reading: everything, or `range` (from
-/// [`parse_range`](crate::http::parse_range)). A range outside the file is `416`.
-pub fn read_file<'s, S: Storage + ?Sized>(
-    storage: &'s S,
-    meta: &FileMeta,
-    range: Option<ByteRange>,
-) -> Result<FileReader<'s, S>, ApiError> {
-    if meta.chunk_size == 0 {
-        return Err(ApiError::storage(format!("the record of `{}` is corrupt", meta.path)));
-    }
-    let plan = match range {
-        None => ChunkPlan::full(meta.size, meta.chunk_size),
-        Some(range) => ChunkPlan::range(meta.size, meta.chunk_size, range.start, range.end),
-    }
-    .ok_or_else(|| ApiError::range_not_satisfiable(meta.size))?;
-    Ok(FileReader { storage, meta: meta.clone(), plan, crc: range.is_none().then(crc32fast::Hasher::new), done: false })
 }
 
 /// What a garbage collection pass did.
@@ -990,7 +885,7 @@ pub fn collect_garbage<S: Storage + ?Sized>(storage: &S, now: u64, grace_secs: u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{parse_range, RangeDecision};
+    use crate::delivery::StoredContent;
     use crate::storage::{Fault, MemoryStorage};
 
     const NOW: u64 = 1_700_000_000;
@@ -1019,7 +914,9 @@ mod tests {
 
     fn read_all<S: Storage + ?Sized>(storage: &S, path: &str) -> Vec<u8> {
         let meta = read_meta(storage, &p(path)).unwrap().unwrap();
-        read_file(storage, &meta, None).unwrap().collect::<Result<Vec<_>, _>>().unwrap().concat()
+        let mut content = Vec::new();
+        StoredContent::from(&meta).stream(storage, 0, meta.size, &mut content).unwrap();
+        content
     }
 
     fn names(entries: &[Entry]) -> Vec<String> {
@@ -1102,41 +999,6 @@ mod tests {
         assert_eq!(meta.size, 0);
         assert!(chunk_keys(&storage).is_empty());
         assert_eq!(read_all(&storage, "empty"), b"");
-    }
-
-    #[test]
-    fn range_reads() {
-        let storage = MemoryStorage::new();
-        let meta = put(&storage, "f.bin", "b1", b"0123456789");
-        let RangeDecision::Partial(range) = parse_range(Some("bytes=3-8"), meta.size) else {
-            panic!("expected a partial range");
-        };
-        let reader = read_file(&storage, &meta, Some(range)).unwrap();
-        assert_eq!(reader.remaining_bytes(), 6);
-        let bytes: Vec<u8> = reader.collect::<Result<Vec<_>, _>>().unwrap().concat();
-        assert_eq!(bytes, b"345678");
-        let outside = ByteRange { start: 5, end: 10 };
-        assert_eq!(read_file(&storage, &meta, Some(outside)).err().unwrap().status(), 416);
-    }
-
-    #[test]
-    fn corrupted_or_vanished_chunks_are_reported() {
-        let storage = MemoryStorage::new();
-        let meta = put(&storage, "f", "b1", b"0123456789");
-        storage.set("chunk:b1:1", b"xx").unwrap();
-        let results: Vec<_> = read_file(&storage, &meta, None).unwrap().collect();
-        assert_eq!(results.len(), 2);
-        assert!(results[1].is_err());
-        storage.set("chunk:b1:1", b"4567").unwrap();
-        storage.set("chunk:b1:2", b"8X").unwrap();
-        let results: Vec<_> = read_file(&storage, &meta, None).unwrap().collect();
-        assert_eq!(results.len(), 4, "three chunks then the CRC failure");
-        assert!(results[3].as_ref().unwrap_err().message.contains("CRC-32"));
-        storage.delete("chunk:b1:0").unwrap();
-        let mut reader = read_file(&storage, &meta, None).unwrap();
-        assert!(reader.next().unwrap().is_err());
-        assert!(reader.next().is_none());
-        assert_eq!(reader.remaining_bytes(), 0);
     }
 
     #[test]
@@ -1244,8 +1106,6 @@ mod tests {
         assert_eq!(err.code, ErrorCode::Conflict);
         let err = write_file(&storage, &p("a"), id("b3"), [b"x"], small_chunks(), NOW).unwrap_err();
         assert_eq!(err.code, ErrorCode::Conflict);
-        assert_eq!(create_dir(&storage, &p("a/b")).unwrap_err().code, ErrorCode::Conflict);
-        assert_eq!(create_dir(&storage, &p("a/b/c")).unwrap_err().code, ErrorCode::Conflict);
         assert!(write_file(&storage, &StoragePath::root(), id("b4"), [b"x"], small_chunks(), NOW).is_err());
         assert!(chunk_keys(&storage).iter().all(|key| key.starts_with("chunk:b1:")));
         assert!(!storage.keys().iter().any(|key| key.starts_with("pending:")));
@@ -1310,23 +1170,16 @@ mod tests {
         put(&storage, "tree/a", "b1", b"a");
         put(&storage, "tree/sub/b", "b2", b"b");
         put(&storage, "tree/sub/deeper/c", "b3", b"c");
-        create_dir(&storage, &p("tree/empty")).unwrap();
+        // A directory whose last file was deleted stays, empty.
+        put(&storage, "tree/empty/gone", "b4", b"gone");
+        delete_file(&storage, &p("tree/empty/gone"), None).unwrap();
+        assert!(list_dir(&storage, &p("tree/empty")).unwrap().is_empty());
         let summary = delete_dir_recursive(&storage, &p("tree")).unwrap();
         assert_eq!(summary, DeleteSummary { files: 3, dirs: 4 });
         assert_eq!(storage.keys(), ["chunk:k:0", "dir:", "file:keep.txt"], "only the other file remains");
         assert_eq!(delete_dir_recursive(&storage, &p("tree")).unwrap_err().code, ErrorCode::NotFound);
         assert_eq!(delete_dir_recursive(&storage, &p("keep.txt")).unwrap_err().code, ErrorCode::Conflict);
         assert_eq!(delete_dir_recursive(&storage, &StoragePath::root()).unwrap_err().code, ErrorCode::InvalidRequest);
-    }
-
-    #[test]
-    fn create_dir_is_idempotent() {
-        let storage = MemoryStorage::new();
-        assert!(create_dir(&storage, &p("a/b/c")).unwrap());
-        assert!(!create_dir(&storage, &p("a/b/c")).unwrap());
-        assert!(!create_dir(&storage, &StoragePath::root()).unwrap());
-        assert_eq!(names(&list_dir(&storage, &p("a/b")).unwrap()), ["c/"]);
-        assert!(list_dir(&storage, &p("a/b/c")).unwrap().is_empty());
     }
 
     #[test]

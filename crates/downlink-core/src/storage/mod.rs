@@ -29,9 +29,9 @@ mod files;
 mod memory;
 
 pub use files::{
-    collect_garbage, create_dir, delete_dir_recursive, delete_file, list_dir, read_file, read_meta,
-    reclaim_abandoned_write, stat, walk_files, write_file, Committed, DeleteSummary, Entry, FileReader, FileWriter,
-    GcReport, WriteMode, WriteOptions, CHUNKS_PER_BATCH, DEFAULT_GC_GRACE_SECS, TOUCH_INTERVAL_SECS,
+    collect_garbage, delete_dir_recursive, delete_file, list_dir, read_meta, reclaim_abandoned_write, stat, walk_files,
+    write_file, Committed, DeleteSummary, Entry, FileWriter, GcReport, WriteMode, WriteOptions, CHUNKS_PER_BATCH,
+    DEFAULT_GC_GRACE_SECS, TOUCH_INTERVAL_SECS,
 };
 /// The in-memory store of the core's own tests (feature `memory-storage` for other crates'
 /// tests); no component ships it.
