@@ -32,8 +32,11 @@ use std::time::Duration;
 
 /// Longest a connection attempt may take (the whole-transfer deadline may be shorter).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest the worker waits without checking its deadline, cancel flag and heartbeat.
+/// Longest the worker waits for response headers without checking its deadline, cancel flag
+/// and heartbeat (body reads wait until the next such duty, [`Duties::next_wait`]).
 const MAX_WAIT: Duration = Duration::from_millis(250);
+/// Shortest wait for body bytes.
+const MIN_WAIT: Duration = Duration::from_millis(10);
 const USER_AGENT: &str = concat!("Downlink/", env!("CARGO_PKG_VERSION"));
 
 #[http_component]
@@ -241,7 +244,7 @@ impl Download {
         let mut body = ResponseBody::of(response).map_err(|e| fetch_error(e, deadline))?;
         let mut received = 0u64;
         loop {
-            match body.step(IO_CHUNK, deadline_ns, MAX_WAIT).map_err(|e| fetch_error(e, deadline))? {
+            match body.step(IO_CHUNK, deadline_ns, duties.next_wait()).map_err(|e| fetch_error(e, deadline))? {
                 BodyStep::Data(bytes) => {
                     received += bytes.len() as u64;
                     check_size_cap(self.settings.max_bytes, expected, received)?;
@@ -301,6 +304,12 @@ impl<'d> Duties<'d> {
             Some(record) if !record.is_terminal() => Ok(()),
             _ => Err(Stop::Ended),
         }
+    }
+
+    /// How long to wait for body bytes before a duty (heartbeat, cancel check) is due; at
+    /// least [`MIN_WAIT`], so an overdue duty does not turn the wait into a busy loop.
+    fn next_wait(&self) -> Duration {
+        Duration::from_millis(self.throttle.until_next_duty_ms(monotonic_ms(), self.heartbeat_ms)).max(MIN_WAIT)
     }
 
     /// Sends a heartbeat when due and checks for a cancel when due.

@@ -7,7 +7,7 @@
 use downlink_core::auth::{Principal, Scope};
 use downlink_core::download::record::active_list_body;
 use downlink_core::download::registry::{
-    finish, list_active, load_record, sweep_and_reclaim, RecordFilter, RecordUpdate,
+    finish, list_active, load_current, load_record, sweep_and_reclaim, RecordFilter, RecordUpdate,
 };
 use downlink_core::error::JSON_CONTENT_TYPE;
 use downlink_core::query::Query;
@@ -60,7 +60,9 @@ fn serve(head: &RequestHead) -> Result<(u16, Vec<u8>), ApiError> {
             match head.method {
                 Method::Get | Method::Head => {
                     principal.require(Scope::DownloadRead)?;
-                    let record = load_record(&storage, id)?.ok_or_else(|| not_found(id))?;
+                    // As the list shows it: a worker that stopped reporting ends as interrupted.
+                    let record =
+                        load_current(&storage, id, now, settings.heartbeat_secs)?.ok_or_else(|| not_found(id))?;
                     Ok((200, record.detail_view().to_json_bytes()))
                 }
                 Method::Delete => cancel(&storage, &principal, id, now),

@@ -75,7 +75,7 @@ impl ProgressThrottle {
     }
 
     /// Milliseconds until a heartbeat is due; 0 when overdue.
-    pub fn until_heartbeat_ms(&self, now_ms: u64, interval_ms: u64) -> u64 {
+    fn until_heartbeat_ms(&self, now_ms: u64, interval_ms: u64) -> u64 {
         (self.last_write_ms.saturating_add(interval_ms)).saturating_sub(now_ms)
     }
 

@@ -262,6 +262,28 @@ impl DownloadRecord {
         Ok(())
     }
 
+    /// Test shorthand for a worker's report: bytes arrived (`current`, `expected` if known);
+    /// refused once the record has ended.
+    #[cfg(test)]
+    pub(crate) fn progress(&mut self, now: u64, current: u64, expected: Option<u64>) -> Result<(), TransitionError> {
+        self.ensure_running()?;
+        self.apply_report(&ProgressReport {
+            current_size: current,
+            expected_size: expected,
+            receiving: true,
+            heartbeat: now,
+        });
+        Ok(())
+    }
+
+    /// Test shorthand for a heartbeat with nothing new; refused once the record has ended.
+    #[cfg(test)]
+    pub(crate) fn record_heartbeat(&mut self, now: u64) -> Result<(), TransitionError> {
+        self.ensure_running()?;
+        self.heartbeat = self.heartbeat.max(now);
+        Ok(())
+    }
+
     /// Shows a running download as its worker last reported it ([`ProgressReport`]); an ended
     /// one keeps what its end recorded.
     pub fn apply_report(&mut self, report: &ProgressReport) {
@@ -276,26 +298,6 @@ impl DownloadRecord {
             self.expected_size = report.expected_size;
         }
         self.heartbeat = self.heartbeat.max(report.heartbeat);
-    }
-
-    /// Bytes arrived: `current` so far, `expected` if the size is known (a known size is
-    /// never forgotten by a later `None`). Moves to `downloading` and refreshes the heartbeat.
-    pub fn progress(&mut self, now: u64, current: u64, expected: Option<u64>) -> Result<(), TransitionError> {
-        self.ensure_running()?;
-        self.status = DownloadStatus::Downloading;
-        self.current_size = current;
-        if expected.is_some() {
-            self.expected_size = expected;
-        }
-        self.heartbeat = self.heartbeat.max(now);
-        Ok(())
-    }
-
-    /// The worker is alive but has nothing new to report (e.g. a stalled server).
-    pub fn record_heartbeat(&mut self, now: u64) -> Result<(), TransitionError> {
-        self.ensure_running()?;
-        self.heartbeat = self.heartbeat.max(now);
-        Ok(())
     }
 
     fn end(&mut self, now: u64, status: DownloadStatus) {
