@@ -52,8 +52,9 @@ pub struct ComponentRuntime {
     pre: ProxyPre<InstanceState>,
     /// Expanded `[component.x.variables]`.
     pub variables: HashMap<String, String>,
-    /// Granted key-value store labels.
-    pub key_value_stores: Vec<String>,
+    /// The key-value stores this component was granted, by label, opened at startup (as
+    /// Spin's key-value factor does: grants are checked once, each instance gets these).
+    pub key_value_stores: HashMap<String, KvStore>,
     /// Parsed `allowed_outbound_hosts`.
     pub allowed_outbound_hosts: AllowedHosts,
     log: ComponentLog,
@@ -63,7 +64,6 @@ pub struct ComponentRuntime {
 pub struct App {
     router: Router,
     components: HashMap<String, Arc<ComponentRuntime>>,
-    kv_stores: HashMap<String, KvStore>,
     blocked_networks: BlockedNetworks,
 }
 
@@ -202,7 +202,11 @@ impl App {
                 id: id.clone(),
                 pre,
                 variables: variables.component_values(&decl.variables).with_context(|| format!("component {id:?}"))?,
-                key_value_stores: decl.key_value_stores.clone(),
+                key_value_stores: decl
+                    .key_value_stores
+                    .iter()
+                    .filter_map(|label| Some((label.clone(), kv_stores.get(label)?.clone())))
+                    .collect(),
                 allowed_outbound_hosts: AllowedHosts::parse(&allowed).with_context(|| format!("component {id:?}"))?,
                 log: ComponentLog::open(&logs_dir, &id)?,
             };
@@ -215,7 +219,6 @@ impl App {
         Ok(Arc::new(App {
             router,
             components,
-            kv_stores,
             blocked_networks: BlockedNetworks::parse(&runtime_config.block_networks)?,
         }))
     }
@@ -223,11 +226,6 @@ impl App {
     /// The public routes, for the startup banner.
     pub fn router(&self) -> &Router {
         &self.router
-    }
-
-    /// The store opened for `label`, if any component was granted it.
-    pub fn kv_store(&self, label: &str) -> Option<KvStore> {
-        self.kv_stores.get(label).cloned()
     }
 
     /// Networks outbound requests may not connect to.
@@ -303,7 +301,6 @@ impl App {
             table: ResourceTable::new(),
             hooks: OutboundHooks { app: self.clone(), component: component.clone() },
             component: component.clone(),
-            app: self.clone(),
             limits: StoreLimitsBuilder::new().memory_size(MAX_INSTANCE_MEMORY).build(),
             spent_cas: Vec::new(),
         };

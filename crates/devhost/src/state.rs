@@ -2,7 +2,7 @@
 //! `fermyon:spin/key-value@2.0.0`, `fermyon:spin/variables@2.0.0` and
 //! `wasi:keyvalue@0.2.0-draft2` (store, atomics, batch).
 
-use crate::app::{App, ComponentRuntime};
+use crate::app::ComponentRuntime;
 use crate::kv::{CasTicket, HostPanic, KvStore, SwapReport};
 use crate::send::OutboundHooks;
 use std::sync::Arc;
@@ -43,7 +43,6 @@ pub struct InstanceState {
     pub(crate) table: ResourceTable,
     pub(crate) hooks: OutboundHooks,
     pub(crate) component: Arc<ComponentRuntime>,
-    pub(crate) app: Arc<App>,
     pub(crate) limits: StoreLimits,
     /// Tickets consumed by `swap`. Spin 4.0.2 never removes those from its table, so each one
     /// (with its Redis connection) lives until the instance ends; so do they here.
@@ -62,47 +61,41 @@ impl WasiHttpView for InstanceState {
     }
 }
 
-/// Why a store label cannot be opened.
-enum OpenError {
-    NotGranted,
-    NoSuchStore,
-}
-
 impl InstanceState {
-    fn open_store(&self, label: &str) -> Result<KvStore, OpenError> {
-        if !self.component.key_value_stores.iter().any(|l| l == label) {
-            return Err(OpenError::NotGranted);
-        }
-        self.app.kv_store(label).ok_or(OpenError::NoSuchStore)
+    /// The store behind `label` if this component was granted it (every granted label was
+    /// checked to exist at startup, so a refusal is always Spin's `access-denied`).
+    fn open_store(&self, label: &str) -> Option<KvStore> {
+        self.component.key_value_stores.get(label).cloned()
     }
 
     fn store_of(&self, handle: &Resource<KvHandle>) -> wasmtime::Result<KvStore> {
         Ok(self.table.get(handle)?.store.clone())
     }
 
-    /// Logs a failed key-value call (one line, naming the component) and passes it on.
-    fn logged<T>(&self, op: &str, result: anyhow::Result<T>) -> anyhow::Result<T> {
-        if let Err(err) = &result {
-            eprintln!("[{}] key-value {op} failed: {err:#}", self.component.id);
+    /// The guest's answer to a key-value call: a failure is logged (one line, naming the
+    /// component) and becomes the guest's `Ok(Err(..))`, except a [`HostPanic`], which traps
+    /// the instance, as a panic inside Spin's host call fails the request.
+    fn answer<T, E>(
+        &self,
+        op: &str,
+        result: anyhow::Result<T>,
+        to_guest: impl FnOnce(anyhow::Error) -> E,
+    ) -> wasmtime::Result<Result<T, E>> {
+        match result {
+            Ok(value) => Ok(Ok(value)),
+            Err(e) => {
+                eprintln!("[{}] key-value {op} failed: {e:#}", self.component.id);
+                if e.downcast_ref::<HostPanic>().is_some() {
+                    Err(wasmtime::Error::from_anyhow(e))
+                } else {
+                    Ok(Err(to_guest(e)))
+                }
+            }
         }
-        result
     }
 }
 
 // ---- fermyon:spin/key-value@2.0.0 -------------------------------------------------------------
-
-/// A store error becomes the guest's `Ok(Err(..))`; a [`HostPanic`] traps the instance, as
-/// a panic inside Spin's host call fails the request.
-fn guest_result<T, E>(
-    result: anyhow::Result<T>,
-    to_guest: impl FnOnce(anyhow::Error) -> E,
-) -> wasmtime::Result<Result<T, E>> {
-    match result {
-        Ok(value) => Ok(Ok(value)),
-        Err(e) if e.downcast_ref::<HostPanic>().is_some() => Err(wasmtime::Error::from_anyhow(e)),
-        Err(e) => Ok(Err(to_guest(e))),
-    }
-}
 
 fn spin_kv_error(e: anyhow::Error) -> spin_kv::Error {
     spin_kv::Error::Other(format!("{e:#}"))
@@ -113,9 +106,8 @@ impl spin_kv::Host for InstanceState {}
 impl spin_kv::HostStore for InstanceState {
     async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<KvHandle>, spin_kv::Error>> {
         Ok(match self.open_store(&label) {
-            Ok(store) => Ok(self.table.push(KvHandle { store })?),
-            Err(OpenError::NotGranted) => Err(spin_kv::Error::AccessDenied),
-            Err(OpenError::NoSuchStore) => Err(spin_kv::Error::NoSuchStore),
+            Some(store) => Ok(self.table.push(KvHandle { store })?),
+            None => Err(spin_kv::Error::AccessDenied),
         })
     }
 
@@ -125,7 +117,7 @@ impl spin_kv::HostStore for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, spin_kv::Error>> {
         let result = self.store_of(&h)?.get(key).await;
-        guest_result(self.logged("get", result), spin_kv_error)
+        self.answer("get", result, spin_kv_error)
     }
 
     async fn set(
@@ -135,22 +127,22 @@ impl spin_kv::HostStore for InstanceState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let result = self.store_of(&h)?.set(key, value).await;
-        guest_result(self.logged("set", result), spin_kv_error)
+        self.answer("set", result, spin_kv_error)
     }
 
     async fn delete(&mut self, h: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let result = self.store_of(&h)?.delete(key).await;
-        guest_result(self.logged("delete", result), spin_kv_error)
+        self.answer("delete", result, spin_kv_error)
     }
 
     async fn exists(&mut self, h: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<bool, spin_kv::Error>> {
         let result = self.store_of(&h)?.exists(key).await;
-        guest_result(self.logged("exists", result), spin_kv_error)
+        self.answer("exists", result, spin_kv_error)
     }
 
     async fn get_keys(&mut self, h: Resource<KvHandle>) -> wasmtime::Result<Result<Vec<String>, spin_kv::Error>> {
         let result = self.store_of(&h)?.keys().await;
-        guest_result(self.logged("get-keys", result), spin_kv_error)
+        self.answer("get-keys", result, spin_kv_error)
     }
 
     async fn drop(&mut self, h: Resource<KvHandle>) -> wasmtime::Result<()> {
@@ -179,9 +171,8 @@ fn wasi_kv_error(e: anyhow::Error) -> wasi_store::Error {
 impl wasi_store::Host for InstanceState {
     async fn open(&mut self, identifier: String) -> wasmtime::Result<Result<Resource<KvHandle>, wasi_store::Error>> {
         Ok(match self.open_store(&identifier) {
-            Ok(store) => Ok(self.table.push(KvHandle { store })?),
-            Err(OpenError::NotGranted) => Err(wasi_store::Error::AccessDenied),
-            Err(OpenError::NoSuchStore) => Err(wasi_store::Error::NoSuchStore),
+            Some(store) => Ok(self.table.push(KvHandle { store })?),
+            None => Err(wasi_store::Error::AccessDenied),
         })
     }
 }
@@ -193,7 +184,7 @@ impl wasi_store::HostBucket for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
         let result = self.store_of(&h)?.get(key).await;
-        guest_result(self.logged("get", result), wasi_kv_error)
+        self.answer("get", result, wasi_kv_error)
     }
 
     async fn set(
@@ -203,12 +194,12 @@ impl wasi_store::HostBucket for InstanceState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
         let result = self.store_of(&h)?.set(key, value).await;
-        guest_result(self.logged("set", result), wasi_kv_error)
+        self.answer("set", result, wasi_kv_error)
     }
 
     async fn delete(&mut self, h: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<(), wasi_store::Error>> {
         let result = self.store_of(&h)?.delete(key).await;
-        guest_result(self.logged("delete", result), wasi_kv_error)
+        self.answer("delete", result, wasi_kv_error)
     }
 
     async fn exists(
@@ -217,7 +208,7 @@ impl wasi_store::HostBucket for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<bool, wasi_store::Error>> {
         let result = self.store_of(&h)?.exists(key).await;
-        guest_result(self.logged("exists", result), wasi_kv_error)
+        self.answer("exists", result, wasi_kv_error)
     }
 
     async fn list_keys(
@@ -230,7 +221,7 @@ impl wasi_store::HostBucket for InstanceState {
             return Ok(Err(wasi_store::Error::Other("list_keys: cursor not supported".into())));
         }
         let result = self.store_of(&h)?.keys().await.map(|keys| wasi_store::KeyResponse { keys, cursor: None });
-        guest_result(self.logged("list-keys", result), wasi_kv_error)
+        self.answer("list-keys", result, wasi_kv_error)
     }
 
     async fn drop(&mut self, h: Resource<KvHandle>) -> wasmtime::Result<()> {
@@ -247,7 +238,7 @@ impl wasi_atomics::Host for InstanceState {
         delta: i64,
     ) -> wasmtime::Result<Result<i64, wasi_store::Error>> {
         let result = self.store_of(&h)?.increment(key, delta).await;
-        guest_result(self.logged("increment", result), wasi_kv_error)
+        self.answer("increment", result, wasi_kv_error)
     }
 
     /// Spin's `swap`: whatever the backend reports (see [`crate::kv`]); on `cas-failed` the guest
@@ -273,7 +264,7 @@ impl wasi_atomics::Host for InstanceState {
             }
             Err(e) => Err(e),
         };
-        match guest_result(self.logged("swap", outcome), wasi_kv_error)? {
+        match self.answer("swap", outcome, wasi_kv_error)? {
             Ok(None) => Ok(Ok(())),
             Ok(Some(ticket)) => {
                 Ok(Err(wasi_atomics::CasError::CasFailed(self.table.push(CasHandle { store, ticket })?)))
@@ -291,7 +282,7 @@ impl wasi_atomics::HostCas for InstanceState {
     ) -> wasmtime::Result<Result<Resource<CasHandle>, wasi_store::Error>> {
         let store = self.store_of(&h)?;
         let result = store.new_cas(key).await;
-        match guest_result(self.logged("cas", result), wasi_kv_error)? {
+        match self.answer("cas", result, wasi_kv_error)? {
             Ok(ticket) => Ok(Ok(self.table.push(CasHandle { store, ticket })?)),
             Err(e) => Ok(Err(e)),
         }
@@ -302,7 +293,7 @@ impl wasi_atomics::HostCas for InstanceState {
         cas: Resource<CasHandle>,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
         let result = self.table.get_mut(&cas)?.ticket.current().await;
-        guest_result(self.logged("cas current", result), wasi_kv_error)
+        self.answer("cas current", result, wasi_kv_error)
     }
 
     async fn drop(&mut self, cas: Resource<CasHandle>) -> wasmtime::Result<()> {
@@ -318,7 +309,7 @@ impl wasi_batch::Host for InstanceState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wasi_store::Error>> {
         let result = self.store_of(&h)?.get_many(keys).await;
-        guest_result(self.logged("get-many", result), wasi_kv_error)
+        self.answer("get-many", result, wasi_kv_error)
     }
 
     async fn set_many(
@@ -327,7 +318,7 @@ impl wasi_batch::Host for InstanceState {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
         let result = self.store_of(&h)?.set_many(key_values).await;
-        guest_result(self.logged("set-many", result), wasi_kv_error)
+        self.answer("set-many", result, wasi_kv_error)
     }
 
     async fn delete_many(
@@ -336,7 +327,7 @@ impl wasi_batch::Host for InstanceState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
         let result = self.store_of(&h)?.delete_many(keys).await;
-        guest_result(self.logged("delete-many", result), wasi_kv_error)
+        self.answer("delete-many", result, wasi_kv_error)
     }
 }
 
