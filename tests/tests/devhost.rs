@@ -304,12 +304,12 @@ fn increment_and_batch_on_redis() {
 
     expect_status(&host.post("/batch", b"r1=one\nr2=two"), 200, "set-many on Redis");
     assert_eq!(host.get("/kv/r2").text(), "two");
-    assert!(redis.command(&["EXISTS", "r1"]).starts_with(":1"), "set-many writes to Redis");
+    assert_eq!(redis.command(&["EXISTS", "r1"]), RespValue::Int(1), "set-many writes to Redis");
 
     // The values really are in Redis, not in SQLite.
     expect_status(&host.put("/kv/plain", b"redis-value"), 200, "PUT");
     let reply = redis.command(&["EXISTS", "plain"]);
-    assert!(reply.starts_with(":1"), "key `plain` should exist in Redis (EXISTS replied {reply:?})");
+    assert_eq!(reply, RespValue::Int(1), "key `plain` should exist in Redis");
     assert!(
         !host.state_dir().unwrap().join("sqlite_key_value.db").exists()
             || sqlite_lacks_key(&host.state_dir().unwrap().join("sqlite_key_value.db"), "plain"),
@@ -431,14 +431,18 @@ fn unsupported_import_fails_startup() {
 
 #[test]
 fn outbound_get_to_allowed_origin() {
-    let origin = Origin::start(&[("/data", 200, b"origin-body"), ("/gone", 410, b"gone")]);
+    let origin = TestOrigin::start(vec![
+        ("/data", Route::ok("origin-body")),
+        ("/gone", Route::Fixed { status: 410, body: Arc::new(b"gone".to_vec()) }),
+    ]);
     let host = app();
     let r = host.get(&format!("/fetch?url={}", encode(&origin.url("/data?q=1"))));
     expect_status(&r, 200, "fetch allowed origin");
     assert_eq!(r.header("x-upstream-status"), Some("200"));
     assert_eq!(r.text(), "origin-body");
-    assert_eq!(origin.hits(), 1);
-    assert!(origin.requests()[0].starts_with("GET /data?q=1 "), "origin saw {:?}", origin.requests()[0]);
+    assert_eq!(origin.total_hits(), 1);
+    let seen = &origin.requests()[0];
+    assert_eq!((seen.method.as_str(), seen.target.as_str()), ("GET", "/data?q=1"), "origin saw {seen:?}");
 
     let r = host.get(&format!("/fetch?url={}", encode(&origin.url("/gone"))));
     expect_status(&r, 200, "fetch 410 from origin");
@@ -448,7 +452,7 @@ fn outbound_get_to_allowed_origin() {
 
 #[test]
 fn outbound_to_host_not_in_allowed_outbound_hosts_is_denied() {
-    let origin = Origin::start(&[("/data", 200, b"origin-body")]);
+    let origin = TestOrigin::start(vec![("/data", Route::ok("origin-body"))]);
     let host = app();
     // `localhost` is not `127.0.0.1` as far as allowed_outbound_hosts is concerned.
     let r = host.get(&format!("/fetch?url={}", encode(&format!("http://localhost:{}/data", origin.port()))));
@@ -458,12 +462,12 @@ fn outbound_to_host_not_in_allowed_outbound_hosts_is_denied() {
     let r = host.get(&format!("/fetch?url={}", encode(&format!("https://127.0.0.1:{}/data", origin.port()))));
     expect_status(&r, 502, "fetch https://127.0.0.1 (scheme not allowed)");
     assert!(r.text().contains("HttpRequestDenied"), "body: {}", r.text());
-    assert_eq!(origin.hits(), 0, "a denied request must not reach the origin");
+    assert_eq!(origin.total_hits(), 0, "a denied request must not reach the origin");
 }
 
 #[test]
 fn outbound_denied_for_component_without_permission() {
-    let origin = Origin::start(&[("/data", 200, b"origin-body")]);
+    let origin = TestOrigin::start(vec![("/data", Route::ok("origin-body"))]);
     let host = app();
     let r = host.get(&format!("/nonet/fetch?url={}", encode(&origin.url("/data"))));
     expect_status(&r, 502, "fetch from component without allowed_outbound_hosts");
@@ -471,19 +475,19 @@ fn outbound_denied_for_component_without_permission() {
     let r = host.get("/nonet/chain");
     expect_status(&r, 502, "chain from component without permission");
     assert!(r.text().contains("HttpRequestDenied"), "body: {}", r.text());
-    assert_eq!(origin.hits(), 0);
+    assert_eq!(origin.total_hits(), 0);
 }
 
 #[test]
 fn block_networks_private_blocks_loopback() {
-    let origin = Origin::start(&[("/data", 200, b"origin-body")]);
+    let origin = TestOrigin::start(vec![("/data", Route::ok("origin-body"))]);
     let tmp = tempdir("rtc-block");
     let rtc = tmp.path().join("runtime-config.toml");
     write_file(&rtc, "[outbound_networking]\nblock_networks = [\"private\"]\n");
     let host = app_builder().runtime_config(&rtc).start().unwrap_or_else(|f| panic!("{f}"));
     let r = host.get(&format!("/fetch?url={}", encode(&origin.url("/data"))));
     expect_status(&r, 502, "fetch 127.0.0.1 with block_networks = [\"private\"]");
-    assert_eq!(origin.hits(), 0, "a blocked request must not reach the origin");
+    assert_eq!(origin.total_hits(), 0, "a blocked request must not reach the origin");
     // Service chaining is in-process and is not affected by block_networks.
     expect_status(&host.get("/chain"), 200, "chain with block_networks");
 }
@@ -814,7 +818,7 @@ fn large_bodies_round_trip() {
 
     // 3 MB through outbound HTTP.
     let big: Vec<u8> = (0..3 * 1000 * 1000).map(|i| (i % 253) as u8).collect();
-    let origin = Origin::start(&[("/big", 200, &big)]);
+    let origin = TestOrigin::start(vec![("/big", Route::ok(big.clone()))]);
     let r = host.get(&format!("/fetch?url={}", encode(&origin.url("/big"))));
     expect_status(&r, 200, "fetch 3 MB");
     assert_eq!(r.header("x-upstream-status"), Some("200"));
