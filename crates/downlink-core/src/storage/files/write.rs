@@ -1,0 +1,447 @@
+//! Writing a file: the write protocol's writer, its options and modes, and discarding blobs.
+
+use super::{cas_update, CasOutcome, CasStep, Storage};
+use crate::blob::{
+    chunk_key, meta_key, pending_key, BlobId, ChunkWriter, FinishedBlob, PendingMarker, DEFAULT_CHUNK_SIZE,
+};
+use crate::error::{ApiError, ErrorCode};
+use crate::http::if_match_passes;
+use crate::meta::{content_type_for, EntryKind, FileMeta, Origin};
+use crate::path::{PathError, StoragePath};
+
+use super::*;
+
+/// What a write does when a file already exists at the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Replace it.
+    Overwrite,
+    /// Fail with `409 CONFLICT` (e.g. downloads that must not clobber files).
+    CreateNew,
+    /// Replace it only if its ETag strongly matches this `If-Match` value, else
+    /// `412 PRECONDITION_FAILED`.
+    IfMatch(String),
+}
+
+impl WriteMode {
+    /// The mode of a `PUT`: with `If-Match`, only over the version it names; else overwrite.
+    pub fn for_upload(if_match: Option<&str>) -> WriteMode {
+        match if_match {
+            Some(condition) => WriteMode::IfMatch(condition.to_owned()),
+            None => WriteMode::Overwrite,
+        }
+    }
+}
+
+/// Parameters of a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Bytes per stored chunk.
+    pub chunk_size: u32,
+    /// Completed chunks stored per [`Storage::set_many`] (at least 1).
+    pub chunks_per_batch: usize,
+    /// Reject content beyond this many bytes with `413 FILE_TOO_LARGE`.
+    pub max_size: Option<u64>,
+    /// Also compute and record SHA-256.
+    pub compute_sha256: bool,
+    /// MIME type; derived from the file name when `None`.
+    pub content_type: Option<String>,
+    /// Upload or source URL.
+    pub origin: Origin,
+    /// Treatment of an existing file.
+    pub mode: WriteMode,
+    /// Publish only if the content's SHA-256 is this (lower-case hex); otherwise discard
+    /// everything and fail with `CHECKSUM_MISMATCH`. Implies computing SHA-256.
+    pub expected_sha256: Option<String>,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            chunks_per_batch: CHUNKS_PER_BATCH,
+            max_size: None,
+            compute_sha256: false,
+            content_type: None,
+            origin: Origin::Upload,
+            mode: WriteMode::Overwrite,
+            expected_sha256: None,
+        }
+    }
+}
+
+/// A file being written; see the module docs for the protocol.
+///
+/// On an error from [`write`](Self::write) or [`touch`](Self::touch), call
+/// [`abort`](Self::abort); [`commit`](Self::commit) cleans up after itself. Dropping a writer
+/// does no I/O: its chunks are left to garbage collection.
+pub struct FileWriter<'s, S: Storage + ?Sized> {
+    chunks: ChunkWriter,
+    state: WriteState<'s, S>,
+}
+
+/// Everything of a [`FileWriter`] but the chunker, so `commit` can consume the chunker and
+/// still use the rest.
+pub(crate) struct WriteState<'s, S: Storage + ?Sized> {
+    storage: &'s S,
+    path: StoragePath,
+    blob_id: BlobId,
+    chunk_size: u32,
+    content_type: Option<String>,
+    origin: Origin,
+    mode: WriteMode,
+    expected_sha256: Option<String>,
+    marker: PendingMarker,
+    marker_bytes: Vec<u8>,
+    chunks_attempted: u64,
+    /// Completed chunks not stored yet (keys and bytes), fewer than `chunks_per_batch`.
+    batch: Vec<(String, Vec<u8>)>,
+    chunks_per_batch: usize,
+}
+
+impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
+    /// Starts writing `path` into the new blob `blob_id` (caller-generated, e.g. a UUID).
+    /// Fails early if the path cannot hold a file or `options.mode` already rules it out.
+    pub fn begin(
+        storage: &'s S,
+        path: StoragePath,
+        blob_id: BlobId,
+        options: WriteOptions,
+        now: u64,
+    ) -> Result<Self, ApiError> {
+        if path.is_root() {
+            return Err(PathError::RootIsNotAFile.into());
+        }
+        let mut chunks = ChunkWriter::new(options.chunk_size)?;
+        if let Some(limit) = options.max_size {
+            chunks = chunks.with_max_size(limit);
+        }
+        if options.compute_sha256 || options.expected_sha256.is_some() {
+            chunks = chunks.with_sha256();
+        }
+        check_kinds(storage, &path, EntryKind::File)?;
+        if let Some(bytes) = storage.get(&meta_key(&path))? {
+            check_mode(&options.mode, &path, Some(&bytes))?;
+        } else {
+            check_mode(&options.mode, &path, None)?;
+        }
+        let marker = PendingMarker::new(path.clone(), now);
+        let marker_bytes = marker.to_json_bytes();
+        // A plain set: blob ids are fresh random ids, so nobody else writes this key until
+        // the write shows up in it (GC reaps by compare-and-swap against these bytes).
+        storage.set(&pending_key(&blob_id), &marker_bytes)?;
+        Ok(FileWriter {
+            chunks,
+            state: WriteState {
+                storage,
+                path,
+                blob_id,
+                chunk_size: options.chunk_size,
+                content_type: options.content_type,
+                origin: options.origin,
+                mode: options.mode,
+                expected_sha256: options.expected_sha256.map(|h| h.to_ascii_lowercase()),
+                marker,
+                marker_bytes,
+                chunks_attempted: 0,
+                batch: Vec::with_capacity(options.chunks_per_batch.max(1)),
+                chunks_per_batch: options.chunks_per_batch.max(1),
+            },
+        })
+    }
+
+    /// The path being written.
+    pub fn path(&self) -> &StoragePath {
+        &self.state.path
+    }
+
+    /// Bytes accepted so far (stored, or buffered until their batch is full).
+    pub fn bytes_written(&self) -> u64 {
+        self.chunks.size()
+    }
+
+    /// Accepts more content, storing completed chunks a batch at a time.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
+        for chunk in self.chunks.push(data)? {
+            self.state.queue_chunk(chunk.index, chunk.bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Tells garbage collection the writer is alive. Cheap to call often: it writes at most
+    /// every [`TOUCH_INTERVAL_SECS`]. Fails if garbage collection already reclaimed the blob
+    /// (the writer was silent for longer than the grace period).
+    pub fn touch(&mut self, now: u64) -> Result<(), ApiError> {
+        if now < self.state.marker.touched.saturating_add(TOUCH_INTERVAL_SECS) {
+            return Ok(());
+        }
+        self.state.refresh_marker(now)
+    }
+
+    /// Deletes everything this writer stored. Attempts every deletion; reports the first error.
+    pub fn abort(self) -> Result<(), ApiError> {
+        self.state.discard()
+    }
+
+    /// Finishes the content and publishes the file atomically; returns its record and whether
+    /// it replaced an existing file (decided at the moment of publication, so concurrent
+    /// writers of one path see exactly one "new").
+    pub fn commit(self, now: u64) -> Result<Committed, ApiError> {
+        let FileWriter { chunks, mut state } = self;
+        match state.publish(chunks.finish(), now) {
+            Ok(published) => Ok(published),
+            Err((error, Published::No)) => {
+                // Best effort: whatever is left, GC removes later.
+                let _ = state.discard();
+                Err(error)
+            }
+            Err((error, Published::Yes)) => Err(error),
+        }
+    }
+}
+
+impl<S: Storage + ?Sized> WriteState<'_, S> {
+    /// Adds a completed chunk to the batch; stores the batch once it is full.
+    fn queue_chunk(&mut self, index: u64, bytes: Vec<u8>) -> Result<(), ApiError> {
+        self.batch.push((chunk_key(&self.blob_id, index), bytes));
+        // Counted before the attempt: a failed set may still have landed.
+        self.chunks_attempted = index + 1;
+        if self.batch.len() >= self.chunks_per_batch {
+            self.store_batch()?;
+        }
+        Ok(())
+    }
+
+    fn store_batch(&mut self) -> Result<(), ApiError> {
+        match self.batch.as_slice() {
+            [] => {}
+            [(key, bytes)] => self.storage.set(key, bytes)?,
+            batch => self.storage.set_many(batch)?,
+        }
+        self.batch.clear();
+        Ok(())
+    }
+
+    fn discard(&self) -> Result<(), ApiError> {
+        discard_blob(self.storage, &self.blob_id, self.chunks_attempted)
+    }
+
+    fn refresh_marker(&mut self, now: u64) -> Result<(), ApiError> {
+        let mut marker = self.marker.clone();
+        marker.touched = now.max(marker.touched);
+        let bytes = marker.to_json_bytes();
+        let key = pending_key(&self.blob_id);
+        match self.storage.compare_and_swap(&key, Some(&self.marker_bytes), &bytes)? {
+            CasOutcome::Swapped => {
+                self.marker = marker;
+                self.marker_bytes = bytes;
+                Ok(())
+            }
+            CasOutcome::Conflict { .. } => Err(ApiError::storage(format!(
+                "the write of `{}` was idle too long and its data was reclaimed; retry",
+                self.path
+            ))),
+        }
+    }
+
+    fn publish(&mut self, finished: FinishedBlob, now: u64) -> Result<Committed, (ApiError, Published)> {
+        let not_yet = |error: ApiError| (error, Published::No);
+        let storage = self.storage;
+        if let Some(expected) = &self.expected_sha256 {
+            if finished.sha256.as_deref() != Some(expected.as_str()) {
+                let actual = finished.sha256.clone().unwrap_or_default();
+                return Err(not_yet(ApiError::new(
+                    ErrorCode::ChecksumMismatch,
+                    format!("content SHA-256 is {actual}, expected {expected}; nothing was kept"),
+                )));
+            }
+        }
+        if let Some(last) = finished.last_chunk {
+            self.queue_chunk(last.index, last.bytes).map_err(not_yet)?;
+        }
+        self.store_batch().map_err(not_yet)?;
+        // Last check that GC has not claimed the blob; from here on it will not.
+        self.refresh_marker(now).map_err(not_yet)?;
+        check_kinds(storage, &self.path, EntryKind::File).map_err(not_yet)?;
+        link_ancestors(storage, &self.path).map_err(not_yet)?;
+
+        let name = self.path.file_name().unwrap_or_default().to_owned();
+        let mut meta = FileMeta {
+            path: self.path.clone(),
+            size: finished.size,
+            crc32: finished.crc32,
+            content_type: self.content_type.clone().unwrap_or_else(|| content_type_for(&name).to_owned()),
+            created: now,
+            modified: now,
+            origin: self.origin.clone(),
+            blob_id: self.blob_id.clone(),
+            chunk_size: self.chunk_size,
+            sha256: finished.sha256,
+            replaces: None,
+        };
+        let key = meta_key(&self.path);
+        let (mode, path) = (&self.mode, &self.path);
+        let mut retrying = false;
+        // Every record a write attempt replaced, if it landed (the store may not say).
+        let mut replaced_candidates: Vec<FileMeta> = Vec::new();
+        let (previous_bytes, superseded) = cas_update(storage, &key, |current| {
+            check_mode(mode, path, current)?;
+            let previous = current.and_then(|bytes| FileMeta::from_json_bytes(bytes).ok());
+            // A retry means another write landed since this one read the record (or, on a
+            // store that reports landed swaps as conflicts, after this one landed). Such
+            // concurrent writes settle on one winner whatever each writer was told.
+            if retrying && previous.as_ref().is_some_and(|other| other.supersedes(&meta)) {
+                return Ok(CasStep::Done((current.map(<[u8]>::to_vec), true)));
+            }
+            retrying = true;
+            meta.created = previous.as_ref().map_or(now, |old| old.created);
+            meta.replaces = previous.as_ref().map(|old| old.blob_id.clone());
+            replaced_candidates.extend(previous);
+            Ok(CasStep::Write(meta.to_json_bytes(), (current.map(<[u8]>::to_vec), false)))
+        })
+        .map_err(not_yet)?;
+
+        // Published: the file is visible and complete.
+        let parent = self.path.parent().unwrap_or_default();
+        match try_insert_entry(storage, &parent, &name, EntryKind::File) {
+            Ok(Ok(_)) => {}
+            Err(error) => return Err((error, Published::Yes)),
+            Ok(Err(refused)) => {
+                let error = refused.into_error(&parent, &name);
+                if superseded {
+                    return Err((error, Published::Yes));
+                }
+                // A directory of the same name appeared meanwhile: undo the publication.
+                let ours = meta.to_json_bytes();
+                let restored = match &previous_bytes {
+                    Some(old) => {
+                        storage.compare_and_swap(&key, Some(&ours), old).map(|outcome| outcome == CasOutcome::Swapped)
+                    }
+                    None => storage.retire(&key).map(|()| true),
+                };
+                if let Ok(true) = restored {
+                    return Err((error, Published::No));
+                }
+                return Err((error, Published::Yes));
+            }
+        }
+        let _ = storage.delete(&pending_key(&self.blob_id));
+        let replaced = previous_bytes.is_some();
+        // Chunks go once nothing can point at them: the blob is not the path's record now,
+        // and its writer has finished (its marker is gone; a writer still publishing runs
+        // this same step for its own blob). That holds however the store reported each swap,
+        // so no chunk is discarded under a record, and none is left behind by a race.
+        if let Ok(current) = read_meta(storage, &self.path) {
+            let current_blob = current.map(|record| record.blob_id);
+            replaced_candidates.push(meta.clone());
+            let mut seen = std::collections::BTreeSet::new();
+            for candidate in replaced_candidates.iter().filter(|c| seen.insert(c.blob_id.clone())) {
+                if Some(&candidate.blob_id) == current_blob.as_ref() {
+                    continue;
+                }
+                if let Ok(None) = storage.get(&pending_key(&candidate.blob_id)) {
+                    let _ = discard_chunks(storage, &candidate.blob_id, candidate.chunk_count());
+                }
+            }
+        }
+        Ok(Committed { meta, replaced })
+    }
+}
+
+pub(crate) enum Published {
+    Yes,
+    No,
+}
+
+/// A published write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The new record.
+    pub meta: FileMeta,
+    /// Whether it replaced an existing file.
+    pub replaced: bool,
+}
+
+/// Writes a whole file from an iterator of byte slices (begin, write each, commit).
+pub fn write_file<S, I, B>(
+    storage: &S,
+    path: &StoragePath,
+    blob_id: BlobId,
+    content: I,
+    options: WriteOptions,
+    now: u64,
+) -> Result<FileMeta, ApiError>
+where
+    S: Storage + ?Sized,
+    I: IntoIterator<Item = B>,
+    B: AsRef<[u8]>,
+{
+    let mut writer = FileWriter::begin(storage, path.clone(), blob_id, options, now)?;
+    for piece in content {
+        if let Err(error) = writer.write(piece.as_ref()) {
+            let _ = writer.abort();
+            return Err(error);
+        }
+    }
+    writer.commit(now).map(|committed| committed.meta)
+}
+
+pub(crate) fn check_mode(mode: &WriteMode, path: &StoragePath, current: Option<&[u8]>) -> Result<(), ApiError> {
+    match mode {
+        WriteMode::Overwrite => Ok(()),
+        WriteMode::CreateNew if current.is_some() => {
+            Err(ApiError::conflict(format!("a file already exists at `{path}`")))
+        }
+        WriteMode::CreateNew => Ok(()),
+        WriteMode::IfMatch(condition) => {
+            let etag = current.and_then(|bytes| FileMeta::from_json_bytes(bytes).ok()).map(|meta| meta.etag());
+            if if_match_passes(condition, etag.as_deref()) {
+                Ok(())
+            } else {
+                Err(ApiError::new(ErrorCode::PreconditionFailed, format!("`{path}` does not match If-Match")))
+            }
+        }
+    }
+}
+
+/// Deletes chunks `0..count` of a blob, attempting all; reports the first error.
+pub(crate) fn discard_chunks<S: Storage + ?Sized>(storage: &S, blob_id: &BlobId, count: u64) -> Result<(), ApiError> {
+    let mut first_error = None;
+    for index in 0..count {
+        if let Err(error) = storage.delete(&chunk_key(blob_id, index)) {
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), |error| Err(error.into()))
+}
+
+pub(crate) fn discard_blob<S: Storage + ?Sized>(
+    storage: &S,
+    blob_id: &BlobId,
+    chunk_count: u64,
+) -> Result<(), ApiError> {
+    let chunks = discard_chunks(storage, blob_id, chunk_count);
+    let marker = storage.delete(&pending_key(blob_id));
+    chunks?;
+    marker.map_err(ApiError::from)
+}
+
+/// Reclaims the blob of a write whose writer is known to be dead (e.g. a download whose
+/// heartbeat stopped), without waiting for garbage collection. The pending marker goes first,
+/// so a writer that was only slow can no longer publish; then chunks from 0 up to the first
+/// missing one (chunks are written in order). `known_chunks` chunks are deleted without a probe.
+/// Returns how many chunks were deleted.
+pub fn reclaim_abandoned_write<S: Storage + ?Sized>(
+    storage: &S,
+    blob_id: &BlobId,
+    known_chunks: u64,
+) -> Result<u64, ApiError> {
+    storage.delete(&pending_key(blob_id))?;
+    discard_chunks(storage, blob_id, known_chunks)?;
+    let mut index = known_chunks;
+    while storage.get(&chunk_key(blob_id, index))?.is_some() {
+        storage.delete(&chunk_key(blob_id, index))?;
+        index += 1;
+    }
+    Ok(index)
+}
