@@ -9,6 +9,8 @@
 
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
+# Extra Spin variables for the app, space-separated NAME=VALUE (e.g. VARIABLES="verify_reads=true").
+VARIABLES=${VARIABLES:-}
 CURL_MAX_TIME=${CURL_MAX_TIME:-1800}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -114,9 +116,11 @@ make_test_file() {
 # $WORK/state, the minted API_TOKENS and the extra arguments (e.g. `--variable k=v`); waits for
 # its `Serving http://...` line. Sets DEVHOST_PID, BASE and RSS_START (VmHWM in kB).
 start_devhost() {
-    log "starting the dev host"
+    log "starting the dev host${VARIABLES:+ with $VARIABLES}"
+    local extra=() var
+    for var in $VARIABLES; do extra+=(--variable "$var"); done
     "$DEVHOST" up --from "$ROOT/spin.toml" --listen 127.0.0.1:0 --state-dir "$WORK/state" \
-        --variable "api_tokens=$API_TOKENS" "$@" >"$WORK/devhost.out" 2>"$WORK/devhost.err" &
+        --variable "api_tokens=$API_TOKENS" "${extra[@]}" "$@" >"$WORK/devhost.out" 2>"$WORK/devhost.err" &
     DEVHOST_PID=$!
     BASE=""
     for _ in $(seq 1 1800); do

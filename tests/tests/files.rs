@@ -599,6 +599,49 @@ fn range_requests() {
 }
 
 #[test]
+fn verify_reads_checks_whole_files_against_the_crc_recorded_at_write_time() {
+    // Bytes changed behind the app's back, same length: only the CRC can tell.
+    let data = pseudo_random_bytes(41, 3 * MIB + 17);
+    for verify in [false, true] {
+        let builder = app_builder(SUITE, TOKENS).variable("verify_reads", if verify { "true" } else { "false" });
+        let app = App(TestApp::from_builder(SUITE, builder, CLIENT_TIMEOUT));
+        upload(&app, "/rot/f.bin", "rot/f.bin", &data, 201);
+        let chunk = app.host.kv().keys().into_iter().find(|key| key.starts_with("chunk:") && key.ends_with(":1"));
+        let chunk = chunk.expect("the 3 MiB file has a second chunk");
+        let mut bytes = app.host.kv().get(&chunk).expect("the chunk is stored");
+        bytes[10] ^= 0xff;
+        app.host.kv().set(&chunk, &bytes);
+
+        let auth = format!("Bearer {}", token_for(ALICE));
+        let mut received = Vec::new();
+        let result =
+            http_request_streaming(&app.agent, "GET", &app.host.url("/rot/f.bin"), &[("Authorization", &auth)], |b| {
+                received.extend_from_slice(b)
+            });
+        if verify {
+            match result {
+                Err(e) => eprintln!("cut off as expected after {} bytes: {e}", received.len()),
+                Ok((resp, total)) => {
+                    assert_eq!(resp.status, 200);
+                    assert!(total < data.len() as u64, "verify_reads=true served all {total} bytes of a changed file");
+                }
+            }
+            assert!(received.len() < data.len(), "the whole changed file arrived");
+            let stderr = app.host.component_stderr("files");
+            assert!(stderr.contains("CRC-32"), "the files component logs why it stopped: {stderr}");
+        } else {
+            let (resp, total) = result.expect("served as stored");
+            assert_eq!((resp.status, total), (200, data.len() as u64));
+            assert_ne!(received, data, "the changed byte is served: reads trust the recorded CRC by default");
+        }
+        // A range cannot be checked against the whole file's CRC either way.
+        let range = app.get_with("/rot/f.bin", &[("Range", "bytes=0-99")]);
+        expect_status(&range, 206, "a range of the changed file");
+        assert_eq!(range.body, data[..100]);
+    }
+}
+
+#[test]
 fn head_and_conditional_requests() {
     let app = App::start();
     let data = b"{\"hello\": \"world\"}\n".to_vec();

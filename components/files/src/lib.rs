@@ -71,7 +71,8 @@ fn read(
     principal.require(Scope::FileRead)?;
     match stat(storage, &target.path)? {
         Some(Entry::File(meta)) if !target.trailing_slash => {
-            Ok(Reply::File(Box::new(Delivery::file(&meta, head.conditional(), head.method == Method::Head)?)))
+            let delivery = Delivery::file(&meta, head.conditional(), head.method == Method::Head)?;
+            Ok(Reply::File(Box::new(delivery.with_check(downlink_spin::read_check()?))))
         }
         Some(Entry::File(_)) => Err(ApiError::not_found(format!("`/{}` is a file, not a directory", target.path))),
         Some(Entry::Dir(dir)) => Ok(Reply::Json((200, listing(storage, &dir)?))),

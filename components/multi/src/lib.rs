@@ -93,5 +93,6 @@ fn download<S: Storage>(storage: &S, principal: &Principal, head: &RequestHead) 
     let compression = ArchiveCompression::from_param(query.get("compression"))?;
     let plan = PlanStore::new(storage).load(&id, &principal.name, now_unix())?;
     let head_only = head.method == Method::Head;
-    Ok(Box::new(Delivery::plan(storage, &plan, compression, head.conditional(), head_only)?))
+    let delivery = Delivery::plan(storage, &plan, compression, head.conditional(), head_only)?;
+    Ok(Box::new(delivery.with_check(downlink_spin::read_check()?)))
 }

@@ -13,10 +13,16 @@
 //!   [`ContentSink`] the caller supplies (ripgrep's `Sink` is the model): the Spin response body
 //!   in a component, a `Vec<u8>` in tests. Chunk slices are passed by reference, never copied.
 //!
-//! What is verified on the way: every chunk must exist and have the length its record implies;
-//! a whole file (or a whole archive entry) must match its CRC-32. A failure stops the stream
-//! with a [`StreamError`] so the caller leaves the body unfinished and the client sees a
-//! truncated response, never a silently wrong one.
+//! What is verified on the way ([`ReadCheck`]): always, that every chunk exists and has the
+//! length its record implies — chunks live under their blob's id, so a file replaced or
+//! deleted mid-read shows up as a missing chunk, never as bytes of another version. The CRC-32
+//! is computed from the bytes as they are written, stored in the record and put in every ZIP
+//! header; re-computing it on every read cost as much CPU in the guest as the rest of the
+//! transfer, so checking a whole file (or a whole archive entry) against it on the way out is
+//! [`ReadCheck::Crc32`], opt-in (the `verify_reads` setting). A deflated archive is always
+//! checked (its encoder reads every byte anyway). A failure stops the stream with a
+//! [`StreamError`] so the caller leaves the body unfinished and the client sees a truncated
+//! response, never a silently wrong one.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -31,6 +37,27 @@ use crate::path::StoragePath;
 use crate::prepare::{PlanEntry, PreparedPlan};
 use crate::storage::{read_meta, Storage, StorageError};
 use crate::zip::{Segment, ZipLayout, ZIP_CONTENT_TYPE};
+
+/// How much of the stored content a read checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadCheck {
+    /// Every chunk exists and has its expected length (always done).
+    #[default]
+    ChunkLengths,
+    /// Also: a whole file or archive entry matches the CRC-32 recorded when it was written.
+    Crc32,
+}
+
+impl ReadCheck {
+    /// [`ReadCheck::Crc32`] when `verify_reads` is set, else [`ReadCheck::ChunkLengths`].
+    pub fn from_setting(verify_reads: bool) -> ReadCheck {
+        if verify_reads {
+            ReadCheck::Crc32
+        } else {
+            ReadCheck::ChunkLengths
+        }
+    }
+}
 
 /// Content type of a single file whose record has none.
 pub const FALLBACK_CONTENT_TYPE: &str = "application/octet-stream";
@@ -157,24 +184,36 @@ impl From<&PlanEntry> for StoredContent {
 }
 
 impl StoredContent {
-    /// Streams `len` bytes from `offset` into `sink`; a read of the whole content is checked
-    /// against the CRC-32 (a range cannot be: the check needs every byte).
-    pub fn stream<S, K>(&self, storage: &S, offset: u64, len: u64, sink: &mut K) -> Result<(), StreamError<K::Error>>
+    /// Streams `len` bytes from `offset` into `sink`; with [`ReadCheck::Crc32`], a read of the
+    /// whole content is checked against the CRC-32 (a range cannot be: the check needs every
+    /// byte).
+    pub fn stream<S, K>(
+        &self,
+        storage: &S,
+        offset: u64,
+        len: u64,
+        check: ReadCheck,
+        sink: &mut K,
+    ) -> Result<(), StreamError<K::Error>>
     where
         S: Storage + ?Sized,
         K: ContentSink + ?Sized,
     {
-        let mut crc = (offset == 0 && len == self.size).then(crc32fast::Hasher::new);
+        let whole = offset == 0 && len == self.size;
+        let mut crc = (whole && check == ReadCheck::Crc32).then(crc32fast::Hasher::new);
+        let mut unchecked = len;
         self.for_each_slice(storage, offset, len, |slice| {
             if let Some(crc) = &mut crc {
                 crc.update(slice);
+                unchecked -= slice.len() as u64;
+                // Checked before the last bytes go out: once a body with a Content-Length has
+                // all its bytes, the client takes it as complete, cut off or not.
+                if unchecked == 0 && crc.clone().finalize() != self.crc32 {
+                    return Err(ContentError::ChecksumMismatch { path: self.path.clone() }.into());
+                }
             }
-            sink.send(slice)
-        })?;
-        if crc.is_some_and(|crc| crc.finalize() != self.crc32) {
-            return Err(ContentError::ChecksumMismatch { path: self.path.clone() }.into());
-        }
-        Ok(())
+            sink.send(slice).map_err(StreamError::Sink)
+        })
     }
 
     /// Hands `len` bytes from `offset` to `consume`, one stored chunk (or part of one) at a time.
@@ -183,7 +222,7 @@ impl StoredContent {
         storage: &S,
         offset: u64,
         len: u64,
-        mut consume: impl FnMut(&[u8]) -> Result<(), E>,
+        mut consume: impl FnMut(&[u8]) -> Result<(), StreamError<E>>,
     ) -> Result<(), StreamError<E>>
     where
         S: Storage + ?Sized,
@@ -205,7 +244,7 @@ impl StoredContent {
             if chunk.len() != slice.expected_len {
                 return Err(ContentError::WrongChunkLength { path: self.path.clone(), index: slice.index }.into());
             }
-            consume(&chunk[slice.start..slice.end]).map_err(StreamError::Sink)?;
+            consume(&chunk[slice.start..slice.end])?;
         }
         Ok(())
     }
@@ -230,6 +269,7 @@ pub struct Delivery {
     /// Status and headers, sent before the body.
     pub response: ResponsePlan,
     body: Body,
+    check: ReadCheck,
 }
 
 impl Delivery {
@@ -245,12 +285,12 @@ impl Delivery {
         };
         let response = plan_response(&representation, conditional)?;
         if !response.has_body || head_only {
-            return Ok(Delivery { response, body: Body::Empty });
+            return Ok(Delivery { response, body: Body::Empty, check: ReadCheck::default() });
         }
         if meta.chunk_size == 0 && meta.size > 0 {
             return Err(ApiError::storage(format!("the record of `/{}` is corrupt", meta.path)));
         }
-        Ok(Delivery { response, body: Body::File(StoredContent::from(meta)) })
+        Ok(Delivery { response, body: Body::File(StoredContent::from(meta)), check: ReadCheck::default() })
     }
 
     /// A prepared multi-file download: the file itself for one entry, else the archive (STORE
@@ -296,7 +336,13 @@ impl Delivery {
             Some(layout) => Body::StoredZip { entries, layout },
             None => Body::File(entries.into_iter().next().ok_or_else(|| ApiError::internal("empty plan"))?),
         };
-        Ok(Delivery { response, body })
+        Ok(Delivery { response, body, check: ReadCheck::default() })
+    }
+
+    /// Checks the content as `check` says while streaming (default [`ReadCheck::ChunkLengths`]).
+    pub fn with_check(mut self, check: ReadCheck) -> Delivery {
+        self.check = check;
+        self
     }
 
     /// Bytes the body will carry — for a deflated archive, its STORE size (the compressed
@@ -328,7 +374,7 @@ impl Delivery {
                     Some(range) => (range.start, range.len()),
                     None => (0, content.size),
                 };
-                content.stream(storage, offset, len, sink)
+                content.stream(storage, offset, len, self.check, sink)
             }
             Body::StoredZip { entries, layout } => {
                 for segment in layout.segments(self.response.range) {
@@ -336,7 +382,7 @@ impl Delivery {
                         Segment::Bytes(bytes) => sink.send(&bytes).map_err(StreamError::Sink)?,
                         Segment::Data { entry, offset, len } => {
                             let content = entries.get(entry).ok_or_else(layout_mismatch)?;
-                            content.stream(storage, offset, len, sink)?;
+                            content.stream(storage, offset, len, self.check, sink)?;
                         }
                     }
                 }
@@ -382,10 +428,12 @@ where
     let mut archive = DeflateZipWriter::new(out);
     for (index, content) in entries.iter().enumerate() {
         archive.start_entry(layout.entry(index).ok_or_else(layout_mismatch)?).map_err(archive_error)?;
-        content.for_each_slice(storage, 0, content.size, |slice| archive.write(slice)).map_err(|e| match e {
-            StreamError::Content(e) => e,
-            StreamError::Sink(e) => archive_error(e),
-        })?;
+        content
+            .for_each_slice(storage, 0, content.size, |slice| archive.write(slice).map_err(StreamError::Sink))
+            .map_err(|e| match e {
+                StreamError::Content(e) => e,
+                StreamError::Sink(e) => archive_error(e),
+            })?;
     }
     archive.finish().map(drop).map_err(archive_error)
 }
@@ -513,12 +561,18 @@ mod tests {
 
         storage.set("chunk:b1:1", b"4567").unwrap();
         storage.set("chunk:b1:2", b"8X").unwrap();
+        // Same lengths, other bytes: only the CRC can tell, and only when reads are verified.
+        assert_eq!(body(&storage, &whole).unwrap(), b"012345678X");
+        let verified = whole.clone().with_check(ReadCheck::Crc32);
+        let mut sent = Vec::new();
         assert_eq!(
-            body(&storage, &whole).unwrap_err(),
+            verified.stream(&storage, &mut sent).unwrap_err(),
             StreamError::Content(ContentError::ChecksumMismatch { path: p("f") })
         );
+        // The mismatch is found before the last bytes go out, so the client never has them all.
+        assert_eq!(sent, b"01234567");
         // A range cannot be checked against the whole file's CRC: it is served as stored.
-        let tail = Delivery::file(&meta, range("bytes=8-"), false).unwrap();
+        let tail = Delivery::file(&meta, range("bytes=8-"), false).unwrap().with_check(ReadCheck::Crc32);
         assert_eq!(body(&storage, &tail).unwrap(), b"8X");
 
         storage.delete("chunk:b1:0").unwrap();
@@ -596,6 +650,24 @@ mod tests {
             let refused = Delivery::plan(&storage, &plan, compression, ConditionalHeaders::default(), false);
             assert_eq!(refused.unwrap_err().status(), 409);
         }
+    }
+
+    #[test]
+    fn verified_reads_check_each_whole_archive_entry() {
+        let storage = MemoryStorage::new();
+        let a = put(&storage, "d/a.txt", "b1", b"first file");
+        let b = put(&storage, "d/b.txt", "b2", b"the second one");
+        let plan = plan_of(&[&a, &b]);
+        let stored =
+            Delivery::plan(&storage, &plan, ArchiveCompression::Store, ConditionalHeaders::default(), false).unwrap();
+        storage.set("chunk:b2:0", b"THE ").unwrap();
+        assert!(body(&storage, &stored).is_ok(), "by default the recorded CRC is trusted");
+        assert_eq!(
+            body(&storage, &stored.with_check(ReadCheck::Crc32)).unwrap_err(),
+            StreamError::Content(ContentError::ChecksumMismatch { path: p("d/b.txt") })
+        );
+        assert_eq!(ReadCheck::from_setting(true), ReadCheck::Crc32);
+        assert_eq!(ReadCheck::from_setting(false), ReadCheck::ChunkLengths);
     }
 
     #[test]

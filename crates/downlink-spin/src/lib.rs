@@ -9,6 +9,8 @@
 
 #![warn(missing_docs)]
 
+use downlink_core::delivery::ReadCheck;
+
 pub mod auth;
 pub mod bandwidth;
 pub mod fetch;
@@ -46,6 +48,16 @@ pub fn variable(name: &str) -> Option<String> {
 /// This component's settings (its Spin variables), the one way components read them.
 pub fn settings() -> downlink_core::config::Settings<fn(&str) -> Option<String>> {
     downlink_core::config::Settings::new(variable)
+}
+
+/// Spin variable: `true` checks every whole file (and archive entry) read against the CRC-32
+/// recorded when it was written; default `false` (see [`ReadCheck`]).
+pub const VERIFY_READS_VARIABLE: &str = "verify_reads";
+
+/// How reads check stored content, from `verify_reads`; a value that is not a boolean is a
+/// `500` naming the variable.
+pub fn read_check() -> Result<ReadCheck, downlink_core::ApiError> {
+    Ok(ReadCheck::from_setting(settings().flag(VERIFY_READS_VARIABLE)?))
 }
 
 /// The download settings from this component's variables.

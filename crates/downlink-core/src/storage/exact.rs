@@ -230,7 +230,7 @@ impl<S: Storage> Storage for ExactKv<S> {
 mod tests {
     use super::*;
     use crate::blob::BlobId;
-    use crate::delivery::StoredContent;
+    use crate::delivery::{ReadCheck, StoredContent};
     use crate::path::StoragePath;
     use crate::storage::{
         cas_update, list_dir, read_meta, write_file, CasStep, MemoryStorage, Semantics, WriteOptions,
@@ -423,7 +423,7 @@ mod tests {
                 threads.into_iter().for_each(|t| t.join().unwrap());
                 let meta = read_meta(&*store, &path).unwrap().unwrap();
                 let mut content = Vec::new();
-                StoredContent::from(&meta).stream(&*store, 0, meta.size, &mut content).unwrap();
+                StoredContent::from(&meta).stream(&*store, 0, meta.size, ReadCheck::Crc32, &mut content).unwrap();
                 let text = String::from_utf8(content).unwrap();
                 assert!(text.starts_with("writer ") && text.ends_with(&format!("of round {round}")), "{text}");
                 let leftover: Vec<String> = store

@@ -2,7 +2,7 @@ use super::*;
 
 use super::Storage;
 use crate::blob::{BlobId, PendingMarker};
-use crate::delivery::StoredContent;
+use crate::delivery::{ReadCheck, StoredContent};
 use crate::error::ErrorCode;
 use crate::meta::{FileMeta, Origin};
 use crate::path::StoragePath;
@@ -35,7 +35,7 @@ fn put(storage: &MemoryStorage, path: &str, blob: &str, content: &[u8]) -> FileM
 fn read_all<S: Storage + ?Sized>(storage: &S, path: &str) -> Vec<u8> {
     let meta = read_meta(storage, &p(path)).unwrap().unwrap();
     let mut content = Vec::new();
-    StoredContent::from(&meta).stream(storage, 0, meta.size, &mut content).unwrap();
+    StoredContent::from(&meta).stream(storage, 0, meta.size, ReadCheck::Crc32, &mut content).unwrap();
     content
 }
 
