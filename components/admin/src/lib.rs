@@ -19,7 +19,7 @@ use spin_sdk::http_component;
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = RequestHead::of(&req);
     match serve(&head) {
-        Ok(body) => send_json(out, 200, &body),
+        Ok(body) => send_json(out, 200, &downlink_core::json::to_bytes(&body), &[]),
         Err(e) => send_error(out, &e),
     }
 }

@@ -17,13 +17,12 @@ use downlink_core::download::remote_status::{
 };
 use downlink_core::download::settings::DownloadSettings;
 use downlink_core::download::url_policy::{next_hop, CheckedUrl};
-use downlink_core::error::JSON_CONTENT_TYPE;
 use downlink_core::meta::{FileMeta, Origin};
 use downlink_core::query::Query;
 use downlink_core::storage::{delete_file, stat, Entry, FileWriter, WriteMode, WriteOptions};
 use downlink_core::{ApiError, ErrorCode, StoragePath};
 use downlink_spin::fetch::{self, BodyStep, FetchError, ResponseBody};
-use downlink_spin::http::{send_bytes, send_error, RequestHead, IO_CHUNK};
+use downlink_spin::http::{send_error, send_json, RequestHead, IO_CHUNK};
 use downlink_spin::kv::KvStorage;
 use downlink_spin::{auth, download_settings, now_unix, random_blob_id, random_id};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
@@ -45,22 +44,14 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     drop(req);
     let started = match accept(&head) {
         Ok(Accepted::Started(download)) => download,
-        Ok(Accepted::Refused(status, body)) => return send_json_bytes(out, status, &body, None),
+        Ok(Accepted::Refused(status, body)) => return send_json(out, status, &body, &[]),
         Err(e) => return send_error(out, &e),
     };
     let location = format!("/api/v1/downloads/{}", started.record.id);
     let body = start_response(&started.record).to_json_bytes();
     // The client has its complete answer now; the transfer continues in this invocation.
-    send_json_bytes(out, 202, &body, Some(&location));
+    send_json(out, 202, &body, &[("location", location)]);
     started.run();
-}
-
-fn send_json_bytes(out: ResponseOutparam, status: u16, body: &[u8], location: Option<&str>) {
-    let mut headers = vec![("content-type", JSON_CONTENT_TYPE.to_string())];
-    if let Some(location) = location {
-        headers.push(("location", location.to_string()));
-    }
-    send_bytes(out, status, &headers, body);
 }
 
 enum Accepted {

@@ -9,10 +9,9 @@ use downlink_core::download::record::active_list_body;
 use downlink_core::download::registry::{
     finish, list_active, load_current, load_record, sweep_and_reclaim, RecordFilter, RecordUpdate,
 };
-use downlink_core::error::JSON_CONTENT_TYPE;
 use downlink_core::query::Query;
 use downlink_core::{ApiError, ErrorCode, StoragePath};
-use downlink_spin::http::{send_bytes, send_error, RequestHead};
+use downlink_spin::http::{send_error, send_json, RequestHead};
 use downlink_spin::kv::KvStorage;
 use downlink_spin::{auth, download_settings, now_unix};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
@@ -25,7 +24,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = RequestHead::of(&req);
     drop(req);
     match serve(&head) {
-        Ok((status, body)) => send_bytes(out, status, &[("content-type", JSON_CONTENT_TYPE.to_string())], &body),
+        Ok((status, body)) => send_json(out, status, &body, &[]),
         Err(e) => send_error(out, &e),
     }
 }

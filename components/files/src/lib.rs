@@ -47,7 +47,7 @@ fn serve(req: IncomingRequest, head: &RequestHead, out: ResponseOutparam) -> Res
         _ => Err(ApiError::method_not_allowed("GET, HEAD, PUT, DELETE")),
     };
     match outcome {
-        Ok(Reply::Json((status, body))) => send_json(out, status, &body),
+        Ok(Reply::Json((status, body))) => send_json(out, status, &downlink_core::json::to_bytes(&body), &[]),
         // Bytes sent count towards the principal's bandwidth (the reference: downloads through
         // the REST API count).
         Ok(Reply::File(delivery)) => return bandwidth::deliver(&storage, &principal.name, &delivery, out),

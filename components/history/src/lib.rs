@@ -6,10 +6,9 @@
 use downlink_core::auth::Scope;
 use downlink_core::download::record::history_body;
 use downlink_core::download::registry::{history_page, parse_history_params, sweep_and_reclaim, RecordFilter};
-use downlink_core::error::JSON_CONTENT_TYPE;
 use downlink_core::query::Query;
 use downlink_core::{ApiError, StoragePath};
-use downlink_spin::http::{send_bytes, send_error, RequestHead};
+use downlink_spin::http::{send_error, send_json, RequestHead};
 use downlink_spin::{auth, download_settings, now_unix};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
@@ -19,7 +18,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = RequestHead::of(&req);
     drop(req);
     match serve(&head) {
-        Ok(body) => send_bytes(out, 200, &[("content-type", JSON_CONTENT_TYPE.to_string())], &body),
+        Ok(body) => send_json(out, 200, &body, &[]),
         Err(e) => send_error(out, &e),
     }
 }

@@ -14,7 +14,7 @@ use downlink_core::query::Query;
 use downlink_core::storage::Storage;
 use downlink_core::ApiError;
 use downlink_spin::bandwidth;
-use downlink_spin::http::{send_bytes, send_error, ClientGone, RequestHead};
+use downlink_spin::http::{send_error, send_json, ClientGone, RequestHead};
 use downlink_spin::{auth, now_unix};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
@@ -50,7 +50,7 @@ fn serve(head: &RequestHead, out: ResponseOutparam) -> Result<(), StreamError<Cl
     };
     match decided {
         Ok(Reply::Json(body)) => {
-            send_bytes(out, 200, &[("content-type", downlink_core::error::JSON_CONTENT_TYPE.to_string())], &body);
+            send_json(out, 200, &body, &[]);
             Ok(())
         }
         // Bytes sent count towards the principal's bandwidth, with an optional quota (`429`).

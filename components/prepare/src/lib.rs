@@ -11,7 +11,7 @@ use downlink_core::prepare::{
 };
 use downlink_core::storage::{stat, walk_files, Entry, Storage};
 use downlink_core::{ApiError, ErrorCode, StoragePath};
-use downlink_spin::http::{send_bytes, send_error, BodyReader, RequestHead, IO_CHUNK};
+use downlink_spin::http::{send_error, send_json, BodyReader, RequestHead, IO_CHUNK};
 use downlink_spin::{auth, now_unix};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
@@ -23,12 +23,7 @@ const TTL_VARIABLE: &str = "prepare_ttl_secs";
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = RequestHead::of(&req);
     match prepare(req, &head) {
-        Ok(answer) => send_bytes(
-            out,
-            200,
-            &[("content-type", downlink_core::error::JSON_CONTENT_TYPE.to_string())],
-            &answer.to_json_bytes(),
-        ),
+        Ok(answer) => send_json(out, 200, &answer.to_json_bytes(), &[]),
         Err(e) => send_error(out, &e),
     }
 }

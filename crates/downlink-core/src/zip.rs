@@ -278,7 +278,8 @@ impl ZipLayout {
     }
 
     /// Absolute offset of entry `index`'s local header.
-    pub fn local_header_offset(&self, index: usize) -> Option<u64> {
+    #[cfg(test)]
+    pub(crate) fn local_header_offset(&self, index: usize) -> Option<u64> {
         self.entries.get(index).map(|placed| placed.local_offset)
     }
 
@@ -288,12 +289,14 @@ impl ZipLayout {
     }
 
     /// Absolute offset of the central directory.
-    pub fn central_directory_offset(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn central_directory_offset(&self) -> u64 {
         self.cd_offset
     }
 
     /// Length of the central directory in bytes.
-    pub fn central_directory_len(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn central_directory_len(&self) -> u64 {
         self.cd_size
     }
 
@@ -505,7 +508,8 @@ pub struct Segments<'a> {
 impl Segments<'_> {
     /// How many metadata records (headers, central records, the end block) have been generated
     /// so far. A range costs only the records it touches.
-    pub fn records_generated(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn records_generated(&self) -> usize {
         self.parts_generated
     }
 }

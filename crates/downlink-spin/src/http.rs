@@ -234,15 +234,17 @@ pub fn send_bytes(out: ResponseOutparam, status: u16, headers: &[(&str, String)]
     let _ = writer.finish();
 }
 
-/// Sends a JSON response.
-pub fn send_json(out: ResponseOutparam, status: u16, value: &serde_json::Value) {
-    let body = downlink_core::json::to_bytes(value);
-    send_bytes(out, status, &[("content-type", JSON_CONTENT_TYPE.to_string())], &body);
+/// Sends a JSON answer — the one way every component does: `json` is already serialised (a
+/// record's `to_json_bytes`, or [`downlink_core::json::to_bytes`]), `extra` adds headers such
+/// as `location`.
+pub fn send_json(out: ResponseOutparam, status: u16, json: &[u8], extra: &[(&str, String)]) {
+    let mut headers: Vec<(&str, String)> = vec![("content-type", JSON_CONTENT_TYPE.to_string())];
+    headers.extend(extra.iter().cloned());
+    send_bytes(out, status, &headers, json);
 }
 
 /// Sends the error envelope with the error's status and extra headers.
 pub fn send_error(out: ResponseOutparam, error: &ApiError) {
-    let mut headers: Vec<(&str, String)> = vec![("content-type", JSON_CONTENT_TYPE.to_string())];
-    headers.extend(error.extra_headers().iter().map(|(k, v)| (*k, v.clone())));
-    send_bytes(out, error.status(), &headers, &error.to_json_bytes());
+    let extra: Vec<(&str, String)> = error.extra_headers().iter().map(|(k, v)| (*k, v.clone())).collect();
+    send_json(out, error.status(), &error.to_json_bytes(), &extra);
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::blob::{BlobId, ChunkPlan, MAX_VALUE_BYTES};
+use crate::blob::{BlobId, MAX_VALUE_BYTES};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::content_disposition_attachment;
 use crate::meta::FileMeta;
@@ -49,14 +49,6 @@ impl PlanEntry {
             etag: meta.etag(),
             content_type: meta.content_type.clone(),
         }
-    }
-
-    /// The chunks to read for `len` bytes of this file's content from `offset` — what a
-    /// [`crate::zip::Segment::Data`] (or a single-file range) asks for. `None` for an empty or
-    /// out-of-bounds request.
-    pub fn chunk_plan(&self, offset: u64, len: u64) -> Option<ChunkPlan> {
-        let end = offset.checked_add(len)?.checked_sub(1)?;
-        ChunkPlan::range(self.size, self.chunk_size, offset, end)
     }
 
     /// Checks the file is still exactly what was prepared (`current` is its record now, `None`

@@ -370,20 +370,6 @@ fn owner_and_expiry() {
 }
 
 #[test]
-fn chunk_plans_for_data_segments() {
-    let mut entry = PlanEntry::from_meta(&meta("a", &[7; 10], "b1"));
-    entry.chunk_size = 4;
-    let plan = entry.chunk_plan(3, 6).unwrap();
-    assert_eq!(plan.remaining_bytes(), 6);
-    let slices: Vec<_> = plan.map(|s| (s.index, s.start, s.end, s.expected_len)).collect();
-    assert_eq!(slices, [(0, 3, 4, 4), (1, 0, 4, 4), (2, 0, 1, 2)]);
-    assert!(entry.chunk_plan(0, 0).is_none());
-    assert!(entry.chunk_plan(5, 6).is_none(), "past the end");
-    assert!(entry.chunk_plan(u64::MAX, 2).is_none());
-    assert_eq!(entry.chunk_plan(0, 10).unwrap().remaining_bytes(), 10);
-}
-
-#[test]
 fn check_current_detects_deleted_and_changed_files() {
     let original = meta("docs/a.txt", b"hello", "b1");
     let entry = PlanEntry::from_meta(&original);

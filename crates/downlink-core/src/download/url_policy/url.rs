@@ -85,7 +85,8 @@ impl CheckedUrl {
     }
 
     /// The host with its kind.
-    pub fn host_kind(&self) -> &Host {
+    #[cfg(test)]
+    pub(crate) fn host_kind(&self) -> &Host {
         &self.host
     }
 

@@ -155,11 +155,6 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
         &self.state.path
     }
 
-    /// Bytes accepted so far (stored, or buffered until their batch is full).
-    pub fn bytes_written(&self) -> u64 {
-        self.chunks.size()
-    }
-
     /// Accepts more content, storing completed chunks a batch at a time.
     pub fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
         for chunk in self.chunks.push(data)? {
