@@ -165,12 +165,14 @@ impl App {
         let logs_dir = state_dir.join("logs");
         std::fs::create_dir_all(&logs_dir).with_context(|| format!("cannot create {}", logs_dir.display()))?;
 
-        // Compile in parallel: cranelift work dominates startup.
-        let mut compiles = Vec::new();
+        // One component at a time: wasmtime already compiles a component's functions in
+        // parallel; compiling all of them at once took a cold start's peak RSS to 144 MiB
+        // (59-66 MiB one at a time) to start 0.1 s sooner (2.73 s against 2.86 s, two cores).
+        let mut components = HashMap::new();
         for (id, decl) in &manifest.components {
             let engine = engine.clone();
             let (id, source) = (id.clone(), decl.source.clone());
-            compiles.push(tokio::task::spawn_blocking(move || -> Result<(String, Component)> {
+            let (id, component) = tokio::task::spawn_blocking(move || -> Result<(String, Component)> {
                 let bytes = std::fs::read(&source).with_context(|| {
                     format!(
                         "component {id:?}: cannot read {} (build it first, e.g. `devhost up --build`)",
@@ -181,11 +183,8 @@ impl App {
                     .map_err(anyhow::Error::from)
                     .with_context(|| format!("component {id:?}: {} is not a valid component", source.display()))?;
                 Ok((id, component))
-            }));
-        }
-        let mut components = HashMap::new();
-        for compiled in compiles {
-            let (id, component) = compiled.await??;
+            })
+            .await??;
             let decl = &manifest.components[&id];
             let instance_pre = linker
                 .instantiate_pre(&component)
