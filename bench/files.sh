@@ -1,96 +1,107 @@
 #!/usr/bin/env bash
-# Throughput benchmark of the file API through the real spin.toml on the dev host.
+# Throughput benchmark of the file API through the real spin.toml, against dufs in the same run.
 #
-#   bench/files.sh                      # 1 GiB file
-#   SIZE_MB=64 bench/files.sh           # smaller file
+#   bench/files.sh                      # 1 GiB file, 3 alternating rounds, on the dev host
+#   SIZE_MB=256 ROUNDS=5 bench/files.sh
+#   HOST=spin SPIN_BIN=../shared/spin/spin bench/files.sh   # the same app under real Spin
 #   INSTALL_DUFS=1 bench/files.sh       # `cargo install dufs --locked` first if it is missing
 #   SKIP_BUILD=1 bench/files.sh         # reuse the existing release builds
+#   VARIABLES="verify_reads=true" bench/files.sh            # extra app variables
 #
-# Builds the release wasm components and dev host, starts `devhost up` on 127.0.0.1 with a fresh
-# state dir and a freshly minted token, uploads a random SIZE_MB file with `curl -T`, downloads it
-# to /dev/null, verifies a second download's SHA-256, samples the dev host's peak RSS (VmHWM), and,
-# when `dufs` is on PATH, serves the same file from disk with dufs for a GET comparison.
+# Builds the release wasm components and dev host, starts the app (HOST=devhost|spin) on
+# 127.0.0.1 with a fresh state dir and a freshly minted token, and dufs (the anchor) serving a
+# directory on disk with uploads allowed. Each round uploads the same random SIZE_MB file to dufs
+# and to Downlink (`curl -T`, a new name each round), then GETs it from dufs and from Downlink to
+# /dev/null, alternating so both see the same machine weather. Reports medians, the spread, the
+# ratios ours/dufs, the host's peak RSS (VmHWM), checks a download's SHA-256, and fails (exit 3)
+# when a target is missed: GET >= 0.8x dufs, upload >= 1.2x dufs PUT, RSS < 100 MiB.
 # MB/s means 10^6 bytes per second. Everything runs on 127.0.0.1; every process started here is
 # killed on exit.
 set -euo pipefail
 
 SIZE_MB=${SIZE_MB:-1024}
+ROUNDS=${ROUNDS:-3}
 INSTALL_DUFS=${INSTALL_DUFS:-0}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 bench_init downlink-bench
 
-# --- build -------------------------------------------------------------------------------------
 build_release
-require_tools curl
+require_tools curl python3
+maybe_install_dufs
+command -v dufs >/dev/null || die "dufs is the anchor and is not on PATH (INSTALL_DUFS=1 installs it)"
+print_machine
 
-# --- token -------------------------------------------------------------------------------------
 mint_token file.read file.write
-
-# --- test file ---------------------------------------------------------------------------------
 make_test_file
+mkdir -p "$WORK/dufs"
 
-# --- dev host ----------------------------------------------------------------------------------
 start_devhost
 start_rss_sampler
+DUFS_DIR="$WORK/dufs"
+dufs_serve() {
+    DUFS_PORT=$(free_port)
+    dufs "$DUFS_DIR" --bind 127.0.0.1 --port "$DUFS_PORT" --allow-upload --allow-delete >"$WORK/dufs.log" 2>&1 &
+    DUFS_PID=$!
+    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$DUFS_PORT/" && break; sleep 0.1; done
+}
+dufs_serve
 
-URL="$BASE/bench/data.bin"
+# put URL [curl args]: uploads $FILE, prints MB/s; dies unless 200/201 with every byte sent.
+put() {
+    local url=$1 code t bytes
+    shift
+    read -r code t bytes < <(curl -sS --max-time "$CURL_MAX_TIME" -H 'Expect:' "$@" -T "$FILE" \
+        -o "$WORK/put.out" -w '%{http_code} %{time_total} %{size_upload}\n' "$url")
+    [[ "$code" == 201 || "$code" == 200 ]] || { cat "$WORK/put.out" >&2; tail -n 20 "$WORK/devhost.err" >&2; die "PUT $url answered $code"; }
+    [[ "$bytes" == "$SIZE" ]] || die "PUT $url sent $bytes of $SIZE bytes"
+    mbps "$SIZE" "$t"
+}
 
-# --- upload ------------------------------------------------------------------------------------
-log "PUT $SIZE bytes"
-read -r UP_CODE UP_TIME UP_BYTES < <(curl -sS --max-time "$CURL_MAX_TIME" -H "$AUTH" -H 'Expect:' \
-    -T "$FILE" -o "$WORK/put.json" -w '%{http_code} %{time_total} %{size_upload}\n' "$URL")
-[[ "$UP_CODE" == 201 || "$UP_CODE" == 200 ]] || { cat "$WORK/put.json" >&2; tail -n 20 "$WORK/devhost.err" >&2; die "upload answered $UP_CODE"; }
-[[ "$UP_BYTES" == "$SIZE" ]] || die "curl uploaded $UP_BYTES of $SIZE bytes"
-RSS_UP=$(vmhwm_kb "$DEVHOST_PID")
-UP_MBPS=$(mbps "$SIZE" "$UP_TIME")
-log "upload: $UP_CODE in ${UP_TIME}s = $UP_MBPS MB/s; $(cat "$WORK/put.json")"
+# get URL [curl args]: downloads to /dev/null, prints MB/s; dies unless 200 with every byte.
+get() {
+    local url=$1 code t bytes
+    shift
+    read -r code t bytes < <(curl -sS --max-time "$CURL_MAX_TIME" "$@" -o /dev/null \
+        -w '%{http_code} %{time_total} %{size_download}\n' "$url")
+    [[ "$code" == 200 && "$bytes" == "$SIZE" ]] || die "GET $url answered $code with $bytes of $SIZE bytes"
+    mbps "$SIZE" "$t"
+}
 
-# --- download ----------------------------------------------------------------------------------
-log "GET to /dev/null"
-read -r DOWN_CODE DOWN_TIME DOWN_BYTES < <(curl -sS --max-time "$CURL_MAX_TIME" -H "$AUTH" \
-    -o /dev/null -w '%{http_code} %{time_total} %{size_download}\n' "$URL")
-[[ "$DOWN_CODE" == 200 ]] || die "download answered $DOWN_CODE"
-[[ "$DOWN_BYTES" == "$SIZE" ]] || die "downloaded $DOWN_BYTES of $SIZE bytes"
-DOWN_MBPS=$(mbps "$SIZE" "$DOWN_TIME")
-log "download: ${DOWN_TIME}s = $DOWN_MBPS MB/s"
+OURS_UP=() DUFS_UP=() OURS_GET=() DUFS_GET=()
+for round in $(seq 1 "$ROUNDS"); do
+    sync
+    DUFS_UP+=("$(put "http://127.0.0.1:$DUFS_PORT/data-$round.bin")")
+    OURS_UP+=("$(put "$BASE/bench/data-$round.bin" -H "$AUTH")")
+    DUFS_GET+=("$(get "http://127.0.0.1:$DUFS_PORT/data-$round.bin")")
+    OURS_GET+=("$(get "$BASE/bench/data-$round.bin" -H "$AUTH")")
+    log "round $round: upload ours ${OURS_UP[-1]} / dufs ${DUFS_UP[-1]} MB/s; GET ours ${OURS_GET[-1]} / dufs ${DUFS_GET[-1]} MB/s"
+done
 
 log "GET again through sha256sum"
-SHA_DOWN=$(curl -sS --fail --max-time "$CURL_MAX_TIME" -H "$AUTH" "$URL" | sha256sum | cut -d' ' -f1)
+SHA_DOWN=$(curl -sS --fail --max-time "$CURL_MAX_TIME" -H "$AUTH" "$BASE/bench/data-1.bin" | sha256sum | cut -d' ' -f1)
 if [[ "$SHA_DOWN" == "$SHA_ORIG" ]]; then SHA_OK=yes; else SHA_OK="NO ($SHA_DOWN != $SHA_ORIG)"; fi
-RSS_DOWN=$(vmhwm_kb "$DEVHOST_PID")
-stop_rss_sampler "$RSS_DOWN"
-STATE_BYTES=$(du -sb "$WORK/state" | cut -f1)
+stop_rss_sampler "$(vmhwm_kb "$DEVHOST_PID")"
+RSS_MIB=$(python3 -c 'import sys; print(f"{int(sys.argv[1]) / 1024:.1f}")' "$RSS_PEAK")
 
-# --- dufs --------------------------------------------------------------------------------------
-DUFS_MBPS="-"
-RATIO="-"
-maybe_install_dufs
-if command -v dufs >/dev/null; then
-    start_dufs
-    log "dufs GET to /dev/null"
-    read -r DUFS_CODE DUFS_TIME DUFS_BYTES < <(curl -sS --max-time "$CURL_MAX_TIME" -o /dev/null \
-        -w '%{http_code} %{time_total} %{size_download}\n' "http://127.0.0.1:$DUFS_PORT/data.bin")
-    if [[ "$DUFS_CODE" == 200 && "$DUFS_BYTES" == "$SIZE" ]]; then
-        DUFS_MBPS=$(mbps "$SIZE" "$DUFS_TIME")
-        RATIO=$(ratio "$DOWN_MBPS" "$DUFS_MBPS")
-    else
-        DUFS_MBPS="failed ($DUFS_CODE, $DUFS_BYTES bytes)"
-    fi
-else
-    log "dufs not on PATH (INSTALL_DUFS=1 installs it); skipping the comparison"
-fi
+UP=$(median "${OURS_UP[@]}") DUFS_UP_M=$(median "${DUFS_UP[@]}")
+GET=$(median "${OURS_GET[@]}") DUFS_GET_M=$(median "${DUFS_GET[@]}")
+R_UP=$(ratio "$UP" "$DUFS_UP_M") R_GET=$(ratio "$GET" "$DUFS_GET_M")
 
-# --- report ------------------------------------------------------------------------------------
-report_start 34 28
-report_row "file size" "$SIZE bytes (${SIZE_MB} MiB)"
-report_row "upload (curl -T) MB/s" "$UP_MBPS ($UP_CODE, ${UP_TIME}s)"
-report_row "download (curl -> /dev/null) MB/s" "$DOWN_MBPS (${DOWN_TIME}s)"
+report_start 40 44
+report_row "machine" "$MACHINE"
+report_row "file size, rounds" "$SIZE bytes (${SIZE_MB} MiB), $ROUNDS alternating"
+report_row "upload (curl -T) MB/s, median (all)" "$UP (${OURS_UP[*]})"
+report_row "dufs PUT MB/s, median (all)" "$DUFS_UP_M (${DUFS_UP[*]})"
+report_row "ratio upload ours/dufs" "$R_UP"
+report_row "GET (curl -> /dev/null) MB/s, median (all)" "$GET (${OURS_GET[*]})"
+report_row "dufs GET MB/s, median (all)" "$DUFS_GET_M (${DUFS_GET[*]})"
+report_row "ratio GET ours/dufs" "$R_GET"
 report_row "download sha256 matches" "$SHA_OK"
-report_row "dev host VmHWM after start" "$(kb_to_mib "$RSS_START")"
-report_row "dev host VmHWM after upload" "$(kb_to_mib "$RSS_UP")"
-report_row "dev host VmHWM peak" "$(kb_to_mib "$RSS_PEAK")"
-report_row "state dir on disk" "$(bytes_to_mib "$STATE_BYTES")"
-report_row "dufs GET MB/s" "$DUFS_MBPS"
-report_row "ratio ours/dufs (GET)" "$RATIO"
+report_row "host VmHWM after start / peak" "$(kb_to_mib "$RSS_START") / $RSS_MIB MiB"
 [[ "$SHA_OK" == yes ]] || exit 1
+check_target "GET ours/dufs" "$R_GET" ">=" 0.8
+check_target "upload ours/dufs" "$R_UP" ">=" 1.2
+# The RSS target is the dev host's (real Spin's own memory is reported, not judged).
+[[ "$HOST" != devhost ]] || check_target "peak RSS MiB" "$RSS_MIB" "<" 100
+finish_targets

@@ -11,6 +11,10 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 # Extra Spin variables for the app, space-separated NAME=VALUE (e.g. VARIABLES="verify_reads=true").
 VARIABLES=${VARIABLES:-}
+# Which host runs the app: `devhost` (default) or `spin` (real Spin: $SPIN_BIN, else `spin` on PATH).
+HOST=${HOST:-devhost}
+# Set to 1 to report missed targets without failing (the default fails loudly, exit status 3).
+ALLOW_MISS=${ALLOW_MISS:-0}
 CURL_MAX_TIME=${CURL_MAX_TIME:-1800}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,7 +38,32 @@ ratio() { python3 -c 'import sys; a, b = sys.argv[1], sys.argv[2]
 try: print(f"{float(a) / float(b):.2f}")
 except (ValueError, ZeroDivisionError): print("-")' "$1" "$2"; }
 
-vmhwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# tree_pids PID: PID and all its descendants (real Spin runs the trigger in a child process).
+tree_pids() {
+    local pid=$1 child
+    echo "$pid"
+    for child in $(pgrep -P "$pid" 2>/dev/null); do tree_pids "$child"; done
+}
+
+# vmhwm_kb PID: peak RSS (VmHWM) of PID's process tree, summed, in kB.
+vmhwm_kb() {
+    local pid total=0 v
+    for pid in $(tree_pids "$1"); do
+        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# cpu_ticks PID: user + system clock ticks of PID's process tree.
+cpu_ticks() {
+    local pid total=0 v
+    for pid in $(tree_pids "$1"); do
+        v=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
 
 kb_to_mib() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / 1024:.1f} MiB")' "$1"; }
 
@@ -116,11 +145,22 @@ make_test_file() {
 # $WORK/state, the minted API_TOKENS and the extra arguments (e.g. `--variable k=v`); waits for
 # its `Serving http://...` line. Sets DEVHOST_PID, BASE and RSS_START (VmHWM in kB).
 start_devhost() {
-    log "starting the dev host${VARIABLES:+ with $VARIABLES}"
+    log "starting the app on $HOST${VARIABLES:+ with $VARIABLES}"
     local extra=() var
     for var in $VARIABLES; do extra+=(--variable "$var"); done
-    "$DEVHOST" up --from "$ROOT/spin.toml" --listen 127.0.0.1:0 --state-dir "$WORK/state" \
-        --variable "api_tokens=$API_TOKENS" "${extra[@]}" "$@" >"$WORK/devhost.out" 2>"$WORK/devhost.err" &
+    case "$HOST" in
+        devhost)
+            "$DEVHOST" up --from "$ROOT/spin.toml" --listen 127.0.0.1:0 --state-dir "$WORK/state" \
+                --variable "api_tokens=$API_TOKENS" "${extra[@]}" "$@" >"$WORK/devhost.out" 2>"$WORK/devhost.err" &
+            ;;
+        spin)
+            # Spin picks no free port itself; `exec` so the recorded pid is Spin's (for RSS).
+            (cd "$ROOT" && exec "$(spin_bin)" up --from "$ROOT/spin.toml" --listen "127.0.0.1:$(free_port)" \
+                --state-dir "$WORK/state" --variable "api_tokens=$API_TOKENS" "${extra[@]}" "$@") \
+                >"$WORK/devhost.out" 2>"$WORK/devhost.err" &
+            ;;
+        *) die "HOST must be devhost or spin, not $HOST" ;;
+    esac
     DEVHOST_PID=$!
     BASE=""
     for _ in $(seq 1 1800); do
@@ -130,9 +170,62 @@ start_devhost() {
         sleep 0.1
     done
     [[ -n "$BASE" ]] || { cat "$WORK/devhost.err" >&2; die "the dev host did not print its Serving line"; }
+    # Spin prints the line before its listener answers; wait until it does.
+    for _ in $(seq 1 300); do
+        curl -s -o /dev/null --max-time 2 "$BASE/" && break
+        sleep 0.1
+    done
     RSS_START=$(vmhwm_kb "$DEVHOST_PID")
     log "dev host at $BASE (pid $DEVHOST_PID, VmHWM ${RSS_START} kB)"
 }
+
+# spin_bin: the real Spin binary ($SPIN_BIN, else `spin` on PATH).
+spin_bin() {
+    local bin=${SPIN_BIN:-$(command -v spin || true)}
+    [[ -x "$bin" ]] || die "HOST=spin needs SPIN_BIN or spin on PATH"
+    echo "$bin"
+}
+
+# print_machine: what the figures were measured on (CPU model, cores, host and its version).
+print_machine() {
+    local cpu host_version
+    cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+    case "$HOST" in
+        spin) host_version=$("$(spin_bin)" --version 2>/dev/null | head -n1 | awk '{print $1, $2}') ;;
+        *) host_version="dev host ($DEVHOST)" ;;
+    esac
+    MACHINE="$cpu, $(nproc) cores; $host_version"
+    log "machine: $MACHINE"
+}
+
+# check_target NAME VALUE OP LIMIT: records whether VALUE meets `OP LIMIT` (OP is >= or <);
+# a value that is not a number counts as missed. `finish_targets` reports and fails.
+TARGET_ROWS=()
+TARGET_MISSED=0
+check_target() {
+    local verdict
+    verdict=$(python3 -c 'import sys; v, op, t = sys.argv[1], sys.argv[2], float(sys.argv[3])
+try: v = float(v)
+except ValueError: print("MISSED (no figure)"); sys.exit()
+print("met" if (v >= t if op == ">=" else v < t) else "MISSED")' "$2" "$3" "$4")
+    TARGET_ROWS+=("$1: $2 (target $3 $4) $verdict")
+    [[ "$verdict" == met ]] || TARGET_MISSED=1
+}
+
+# finish_targets: prints every target and its verdict; exits 3 when one was missed (unless
+# ALLOW_MISS=1), so a regression cannot pass unnoticed.
+finish_targets() {
+    local row
+    printf '\ntargets (%s):\n' "$MACHINE"
+    for row in "${TARGET_ROWS[@]}"; do printf '  %s\n' "$row"; done
+    if [[ "$TARGET_MISSED" == 1 ]]; then
+        printf '\n*** TARGET MISSED ***\n' >&2
+        [[ "$ALLOW_MISS" == 1 ]] || exit 3
+    fi
+}
+
+# median VALUE...: the median, one decimal.
+median() { python3 -c 'import statistics, sys; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.1f}")' "$@"; }
 
 # start_rss_sampler: samples the dev host's VmHWM into $WORK/rss.peak in the background, in case
 # the process dies mid-run.
