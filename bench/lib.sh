@@ -45,25 +45,22 @@ tree_pids() {
     for child in $(pgrep -P "$pid" 2>/dev/null); do tree_pids "$child"; done
 }
 
-# vmhwm_kb PID: peak RSS (VmHWM) of PID's process tree, summed, in kB.
-vmhwm_kb() {
+# tree_sum PID AWK-PROGRAM FILE: the AWK-PROGRAM's number from /proc/<pid>/FILE, summed over
+# PID's process tree.
+tree_sum() {
     local pid total=0 v
     for pid in $(tree_pids "$1"); do
-        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        v=$(awk "$2" "/proc/$pid/$3" 2>/dev/null || true)
         total=$((total + ${v:-0}))
     done
     echo "$total"
 }
 
+# vmhwm_kb PID: peak RSS (VmHWM) of PID's process tree, summed, in kB.
+vmhwm_kb() { tree_sum "$1" '/^VmHWM:/ {print $2}' status; }
+
 # cpu_ticks PID: user + system clock ticks of PID's process tree.
-cpu_ticks() {
-    local pid total=0 v
-    for pid in $(tree_pids "$1"); do
-        v=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || true)
-        total=$((total + ${v:-0}))
-    done
-    echo "$total"
-}
+cpu_ticks() { tree_sum "$1" '{print $14 + $15}' stat; }
 
 kb_to_mib() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / 1024:.1f} MiB")' "$1"; }
 

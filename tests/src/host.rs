@@ -228,7 +228,7 @@ impl DevHostBuilder {
             stdout: launched.stdout,
             stderr: launched.stderr,
             threads: launched.threads,
-            agent: agent(),
+            agent: client(),
             _redis: redis_owned,
             _runtime_config: rtc_written,
         })
@@ -351,14 +351,13 @@ impl DevHostBuilder {
                         // Spin prints the line once it listens; make sure it answers too.
                         let health = format!("{base}/.well-known/spin/health");
                         let probe = client_with_timeout(Duration::from_secs(5));
-                        let healthy =
-                            poll_until(deadline.saturating_duration_since(Instant::now()), || {
-                                match http_call(&probe, "GET", &health, &[], b"") {
-                                    Ok(r) if r.status == 200 => Some(true),
-                                    _ if matches!(child.try_wait(), Ok(Some(_))) => Some(false),
-                                    _ => None,
-                                }
-                            });
+                        let healthy = poll_until(deadline.saturating_duration_since(Instant::now()), || {
+                            match http_request(&probe, "GET", &health, &[], b"") {
+                                Ok(r) if r.status == 200 => Some(true),
+                                _ if matches!(child.try_wait(), Ok(Some(_))) => Some(false),
+                                _ => None,
+                            }
+                        });
                         if healthy != Some(true) {
                             let status = child.try_wait().ok().flatten();
                             return Err(failure(
@@ -681,7 +680,7 @@ impl DevHost {
     /// One HTTP exchange (timeout [`HTTP_TIMEOUT`]); panics on transport errors with the host's
     /// stderr attached.
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-        match http_call(&self.agent, method, &self.url(path), headers, body) {
+        match http_request(&self.agent, method, &self.url(path), headers, body) {
             Ok(r) => r,
             Err(e) => panic!("{method} {path} failed: {e}\n--- {} stderr ---\n{}", self.kind, self.stderr()),
         }
@@ -689,7 +688,7 @@ impl DevHost {
 
     /// Like [`DevHost::request`] but returns transport errors.
     pub fn try_request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Resp, String> {
-        http_call(&self.agent, method, &self.url(path), headers, body)
+        http_request(&self.agent, method, &self.url(path), headers, body)
     }
 
     /// Send raw bytes (a whole HTTP/1.1 request) and read the response until the server closes.

@@ -33,22 +33,13 @@ impl Resp {
     }
 }
 
-pub(crate) fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(HTTP_TIMEOUT))
-        .max_redirects(0)
-        .proxy(None)
-        .build()
-        .into()
-}
-
 /// A fresh client with the harness's settings (no proxy, no redirects, 30 s timeout).
 pub fn client() -> ureq::Agent {
-    agent()
+    client_with_timeout(HTTP_TIMEOUT)
 }
 
-pub(crate) fn http_call(
+/// One HTTP exchange with `agent` (see [`client_with_timeout`]); bodies up to 64 MiB are read.
+pub fn http_request(
     agent: &ureq::Agent,
     method: &str,
     url: &str,
@@ -212,17 +203,6 @@ pub fn client_with_timeout(timeout: Duration) -> ureq::Agent {
         .proxy(None)
         .build()
         .into()
-}
-
-/// One HTTP exchange with `agent` (see [`client_with_timeout`]); bodies up to 64 MiB are read.
-pub fn http_request(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<Resp, String> {
-    http_call(agent, method, url, headers, body)
 }
 
 /// Percent-encode a `/`-separated path segment by segment (the `/` separators stay).

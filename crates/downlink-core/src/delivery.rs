@@ -488,6 +488,15 @@ mod tests {
         builder.finish(&crate::prepare::new_plan_id([7; 16]), "alice", NOW, 60).unwrap()
     }
 
+    /// `d/a.txt` ("first file", blob b1) and `d/b.txt` ("the second one", blob b2), prepared.
+    fn two_files() -> (MemoryStorage, PreparedPlan) {
+        let storage = MemoryStorage::new();
+        let a = put(&storage, "d/a.txt", "b1", b"first file");
+        let b = put(&storage, "d/b.txt", "b2", b"the second one");
+        let plan = plan_of(&[&a, &b]);
+        (storage, plan)
+    }
+
     fn range(header: &str) -> ConditionalHeaders<'_> {
         ConditionalHeaders { range: Some(header), ..ConditionalHeaders::default() }
     }
@@ -613,10 +622,7 @@ mod tests {
 
     #[test]
     fn archives_stream_whole_in_ranges_and_deflated() {
-        let storage = MemoryStorage::new();
-        let a = put(&storage, "d/a.txt", "b1", b"first file");
-        let b = put(&storage, "d/b.txt", "b2", b"the second one");
-        let plan = plan_of(&[&a, &b]);
+        let (storage, plan) = two_files();
         let stored =
             Delivery::plan(&storage, &plan, ArchiveCompression::Store, ConditionalHeaders::default(), false).unwrap();
         let archive = body(&storage, &stored).unwrap();
@@ -641,10 +647,7 @@ mod tests {
 
     #[test]
     fn a_file_changed_since_prepare_is_a_conflict_before_any_byte() {
-        let storage = MemoryStorage::new();
-        let a = put(&storage, "d/a.txt", "b1", b"first file");
-        let b = put(&storage, "d/b.txt", "b2", b"the second one");
-        let plan = plan_of(&[&a, &b]);
+        let (storage, plan) = two_files();
         put(&storage, "d/b.txt", "b3", b"replaced");
         for compression in [ArchiveCompression::Store, ArchiveCompression::Deflate] {
             let refused = Delivery::plan(&storage, &plan, compression, ConditionalHeaders::default(), false);
@@ -654,10 +657,7 @@ mod tests {
 
     #[test]
     fn verified_reads_check_each_whole_archive_entry() {
-        let storage = MemoryStorage::new();
-        let a = put(&storage, "d/a.txt", "b1", b"first file");
-        let b = put(&storage, "d/b.txt", "b2", b"the second one");
-        let plan = plan_of(&[&a, &b]);
+        let (storage, plan) = two_files();
         let stored =
             Delivery::plan(&storage, &plan, ArchiveCompression::Store, ConditionalHeaders::default(), false).unwrap();
         storage.set("chunk:b2:0", b"THE ").unwrap();
@@ -672,10 +672,7 @@ mod tests {
 
     #[test]
     fn a_deflated_entry_that_no_longer_matches_stops_the_archive() {
-        let storage = MemoryStorage::new();
-        let a = put(&storage, "d/a.txt", "b1", b"first file");
-        let b = put(&storage, "d/b.txt", "b2", b"the second one");
-        let plan = plan_of(&[&a, &b]);
+        let (storage, plan) = two_files();
         let deflated =
             Delivery::plan(&storage, &plan, ArchiveCompression::Deflate, ConditionalHeaders::default(), false).unwrap();
         // Same length, other bytes: only the CRC can tell.
