@@ -356,11 +356,6 @@ impl Delivery {
         }
     }
 
-    /// Whether a body follows the headers.
-    pub fn has_body(&self) -> bool {
-        !matches!(self.body, Body::Empty)
-    }
-
     /// Streams the body into `sink`.
     pub fn stream<S, K>(&self, storage: &S, sink: &mut K) -> Result<(), StreamError<K::Error>>
     where
@@ -533,7 +528,7 @@ mod tests {
         assert_eq!(body(&storage, &part).unwrap(), b"345678");
 
         let head = Delivery::file(&meta, ConditionalHeaders::default(), true).unwrap();
-        assert!(!head.has_body());
+        assert!(matches!(head.body, Body::Empty), "HEAD sends no body");
         assert_eq!((head.response.status, head.bytes_to_send()), (200, 0));
         assert_eq!(body(&storage, &head).unwrap(), b"");
 

@@ -304,20 +304,14 @@ pub(crate) fn delete_tree<S: Storage + ?Sized>(
     dir: &StoragePath,
     summary: &mut DeleteSummary,
 ) -> Result<(), ApiError> {
-    let index = read_index(storage, dir)?.unwrap_or_default();
-    for (name, kind) in index.iter() {
-        let Ok(child) = dir.join(name) else {
-            continue;
-        };
-        match kind {
-            EntryKind::File => {
-                if let Some(meta) = read_meta(storage, &child)? {
-                    storage.retire(&meta_key(&child))?;
-                    let _ = discard_chunks(storage, &meta.blob_id, meta.chunk_count());
-                    summary.files += 1;
-                }
+    for entry in list_existing_dir(storage, dir)?.unwrap_or_default() {
+        match entry {
+            Entry::File(meta) => {
+                storage.retire(&meta_key(&meta.path))?;
+                let _ = discard_chunks(storage, &meta.blob_id, meta.chunk_count());
+                summary.files += 1;
             }
-            EntryKind::Dir => delete_tree(storage, &child, summary)?,
+            Entry::Dir(child) => delete_tree(storage, &child, summary)?,
         }
     }
     storage.retire(&dir_index_key(dir))?;
