@@ -33,6 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::path::StoragePath;
+use crate::storage::objects::PendingUpload;
 
 /// Longest key the store accepts (Spin's hosted limit).
 pub const MAX_KEY_BYTES: usize = 255;
@@ -42,6 +43,13 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Backends with smaller item limits (e.g. DynamoDB, 400 KB) need a smaller configured size;
 /// each file records its own chunk size, so changing it never breaks existing files.
 pub const DEFAULT_CHUNK_SIZE: u32 = 1024 * 1024;
+
+/// The smallest part S3 accepts in a multipart upload (but the last).
+pub const MIN_PART_BYTES: usize = 5 * 1024 * 1024;
+
+/// The largest part Downlink buffers for a multipart upload (S3 allows 5 GiB; a part is held
+/// in memory while it is sent).
+pub const MAX_PART_BYTES: usize = 64 * 1024 * 1024;
 /// Longest blob id.
 pub const MAX_BLOB_ID_BYTES: usize = 64;
 
@@ -212,12 +220,16 @@ pub struct PendingMarker {
     /// Set by garbage collection when it claims an abandoned blob.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reaped: bool,
+    /// The multipart upload holding the bytes so far, when they go to a bucket; whoever
+    /// reclaims the write aborts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<PendingUpload>,
 }
 
 impl PendingMarker {
     /// A marker for a write starting `now`.
     pub fn new(path: StoragePath, now: u64) -> Self {
-        PendingMarker { path, started: now, touched: now, reaped: false }
+        PendingMarker { path, started: now, touched: now, reaped: false, upload: None }
     }
 
     /// Whether the writer has been silent for longer than `grace_secs`.
@@ -248,8 +260,9 @@ pub struct Chunk {
 /// Why chunking failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
-    /// The chunk size is 0 or larger than a store value may be.
-    #[error("chunk size must be between 1 and {} bytes", MAX_VALUE_BYTES)]
+    /// The chunk size is outside what the store accepts (1 byte to a store value for
+    /// key-value chunks; [`MIN_PART_BYTES`] to [`MAX_PART_BYTES`] for parts).
+    #[error("the chunk or part size is outside what the store accepts")]
     InvalidChunkSize,
     /// The content exceeds the configured cap.
     #[error("file exceeds the size limit of {limit} bytes")]
@@ -309,8 +322,17 @@ impl fmt::Debug for ChunkWriter {
 impl ChunkWriter {
     /// A writer emitting chunks of `chunk_size` bytes (1..=[`MAX_VALUE_BYTES`]).
     pub fn new(chunk_size: u32) -> Result<ChunkWriter, ChunkError> {
+        Self::sized(chunk_size, 1, MAX_VALUE_BYTES)
+    }
+
+    /// A writer emitting the parts of a multipart upload ([`MIN_PART_BYTES`]..=[`MAX_PART_BYTES`]).
+    pub fn for_parts(part_size: u32) -> Result<ChunkWriter, ChunkError> {
+        Self::sized(part_size, MIN_PART_BYTES, MAX_PART_BYTES)
+    }
+
+    fn sized(chunk_size: u32, min: usize, max: usize) -> Result<ChunkWriter, ChunkError> {
         let chunk_size = usize::try_from(chunk_size).map_err(|_| ChunkError::InvalidChunkSize)?;
-        if chunk_size == 0 || chunk_size > MAX_VALUE_BYTES {
+        if !(min..=max).contains(&chunk_size) {
             return Err(ChunkError::InvalidChunkSize);
         }
         Ok(ChunkWriter {

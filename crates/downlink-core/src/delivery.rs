@@ -35,6 +35,7 @@ use crate::http::{plan_response, ConditionalHeaders, Representation, ResponsePla
 use crate::meta::FileMeta;
 use crate::path::StoragePath;
 use crate::prepare::{PlanEntry, PreparedPlan};
+use crate::storage::objects::{ObjectLocation, ObjectReadError};
 use crate::storage::{read_meta, Storage, StorageError};
 use crate::zip::{Segment, ZipLayout, ZIP_CONTENT_TYPE};
 
@@ -103,6 +104,25 @@ pub enum ContentError {
         /// The chunk number.
         index: u64,
     },
+    /// The object the record names is gone from the bucket.
+    #[error("the object of `/{path}` is missing from the bucket")]
+    ObjectMissing {
+        /// The file.
+        path: StoragePath,
+    },
+    /// The object at the record's key is not the one the record names (replaced by another
+    /// write or another tool).
+    #[error("the object of `/{path}` was replaced in the bucket (the file changed while being read)")]
+    ObjectChanged {
+        /// The file.
+        path: StoragePath,
+    },
+    /// The object ended before the bytes the record promises.
+    #[error("the object of `/{path}` is shorter than its record")]
+    ObjectTruncated {
+        /// The file.
+        path: StoragePath,
+    },
     /// The whole content does not match the record's CRC-32.
     #[error("`/{path}` failed its CRC-32 check")]
     ChecksumMismatch {
@@ -157,6 +177,8 @@ pub struct StoredContent {
     pub crc32: u32,
     /// Bytes per chunk.
     pub chunk_size: u32,
+    /// The object holding the bytes, when they are in the bucket (else chunks).
+    pub object: Option<ObjectLocation>,
 }
 
 impl From<&FileMeta> for StoredContent {
@@ -167,6 +189,7 @@ impl From<&FileMeta> for StoredContent {
             size: meta.size,
             crc32: meta.crc32,
             chunk_size: meta.chunk_size,
+            object: meta.object.clone(),
         }
     }
 }
@@ -179,6 +202,7 @@ impl From<&PlanEntry> for StoredContent {
             size: entry.size,
             crc32: entry.crc32,
             chunk_size: entry.chunk_size,
+            object: entry.object.clone(),
         }
     }
 }
@@ -230,6 +254,9 @@ impl StoredContent {
         if len == 0 {
             return Ok(());
         }
+        if let Some(object) = &self.object {
+            return self.for_each_object_piece(storage, object, offset, len, consume);
+        }
         let plan = offset
             .checked_add(len - 1)
             .and_then(|last| ChunkPlan::range(self.size, self.chunk_size, offset, last))
@@ -245,6 +272,45 @@ impl StoredContent {
                 return Err(ContentError::WrongChunkLength { path: self.path.clone(), index: slice.index }.into());
             }
             consume(&chunk[slice.start..slice.end])?;
+        }
+        Ok(())
+    }
+}
+
+impl StoredContent {
+    /// [`for_each_slice`](Self::for_each_slice) for bytes in the bucket: one ranged read.
+    fn for_each_object_piece<S, E>(
+        &self,
+        storage: &S,
+        object: &ObjectLocation,
+        offset: u64,
+        len: u64,
+        mut consume: impl FnMut(&[u8]) -> Result<(), StreamError<E>>,
+    ) -> Result<(), StreamError<E>>
+    where
+        S: Storage + ?Sized,
+    {
+        let path = || self.path.clone();
+        let read_error = |error: ObjectReadError| match error {
+            ObjectReadError::Missing => ContentError::ObjectMissing { path: path() },
+            ObjectReadError::Changed => ContentError::ObjectChanged { path: path() },
+            ObjectReadError::Failed(error) => ContentError::Storage(error),
+        };
+        let objects = storage.objects().ok_or_else(|| {
+            ContentError::Storage(StorageError::new(format!(
+                "the bytes of `/{}` are in a bucket, but no bucket is configured",
+                self.path
+            )))
+        })?;
+        let mut body = objects.read_range(object, offset, len).map_err(read_error)?;
+        let mut left = len;
+        while left > 0 {
+            let piece =
+                body.next_piece().map_err(read_error)?.ok_or_else(|| ContentError::ObjectTruncated { path: path() })?;
+            // A server sending more than asked is cut at the range's end.
+            let take = usize::try_from(left).map_or(piece.len(), |left| piece.len().min(left));
+            consume(&piece[..take])?;
+            left -= take as u64;
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobId;
 use crate::path::StoragePath;
+use crate::storage::objects::ObjectLocation;
 
 /// Where a file's bytes came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,8 +43,13 @@ pub struct FileMeta {
     pub origin: Origin,
     /// The blob holding the bytes.
     pub blob_id: BlobId,
-    /// Bytes per chunk; every chunk but the last is exactly this long.
+    /// Bytes per chunk; every chunk but the last is exactly this long (chunks in the
+    /// key-value store; unused when the bytes are an [`object`](Self::object)).
     pub chunk_size: u32,
+    /// Where the bytes are when they are one object in the bucket; `None`: chunks in the
+    /// key-value store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectLocation>,
     /// Hex SHA-256 of the content, when it was computed (e.g. to verify a download).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
@@ -269,6 +275,7 @@ mod tests {
             origin: Origin::Url("https://example.com/r.pdf".to_owned()),
             blob_id: BlobId::new("b1").unwrap(),
             chunk_size: 1024,
+            object: None,
             sha256: None,
             replaces: None,
         }

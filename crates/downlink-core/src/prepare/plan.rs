@@ -10,6 +10,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::content_disposition_attachment;
 use crate::meta::FileMeta;
 use crate::path::{longest_common_dir, StoragePath};
+use crate::storage::objects::ObjectLocation;
 use crate::zip::{ZipEntry, ZipLayout, ZIP_CONTENT_TYPE};
 
 use super::*;
@@ -28,6 +29,9 @@ pub struct PlanEntry {
     pub blob_id: BlobId,
     /// Bytes per chunk of that blob.
     pub chunk_size: u32,
+    /// The object holding the bytes, when they are in the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectLocation>,
     /// Unix seconds of the last write.
     pub modified: u64,
     /// The file's strong ETag at prepare time.
@@ -45,6 +49,7 @@ impl PlanEntry {
             crc32: meta.crc32,
             blob_id: meta.blob_id.clone(),
             chunk_size: meta.chunk_size,
+            object: meta.object.clone(),
             modified: meta.modified,
             etag: meta.etag(),
             content_type: meta.content_type.clone(),

@@ -216,6 +216,7 @@ fn meta(path: &str, content: &[u8], blob: &str) -> FileMeta {
         origin: Origin::Upload,
         blob_id: BlobId::new(blob).unwrap(),
         chunk_size: 1024 * 1024,
+        object: None,
         sha256: None,
         replaces: None,
     }

@@ -27,6 +27,7 @@ pub mod exact;
 mod files;
 #[cfg(any(test, feature = "memory-storage"))]
 mod memory;
+pub mod objects;
 
 pub use files::{
     collect_garbage, delete_dir_recursive, delete_file, list_dir, read_meta, reclaim_abandoned_write, stat, walk_files,
@@ -39,6 +40,7 @@ pub use files::{
 pub use memory::{Fault, MemoryStorage, Semantics};
 
 use crate::error::ApiError;
+pub use objects::ObjectStore;
 
 /// A backend failure (connection, quota, corruption). Maps to `500 STORAGE_ERROR`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +112,12 @@ pub trait Storage {
 
     /// Every key in the store. Expensive on real backends; only garbage collection uses it.
     fn list_keys(&self) -> Result<Vec<String>, StorageError>;
+
+    /// The bucket new files' bytes go to, when one is configured ([`WithObjects`]); else
+    /// file bytes are chunks in this store.
+    fn objects(&self) -> Option<&dyn ObjectStore> {
+        None
+    }
 }
 
 impl<S: Storage + ?Sized> Storage for &S {
@@ -143,6 +151,57 @@ impl<S: Storage + ?Sized> Storage for &S {
 
     fn list_keys(&self) -> Result<Vec<String>, StorageError> {
         (**self).list_keys()
+    }
+
+    fn objects(&self) -> Option<&dyn ObjectStore> {
+        (**self).objects()
+    }
+}
+
+/// Records in the key-value store `records`, file bytes in the bucket `objects` (or, with
+/// `None`, as chunks in `records`): the one place the two sides of the storage boundary meet.
+pub struct WithObjects<S, O> {
+    /// The key-value store.
+    pub records: S,
+    /// The bucket, if file bytes go to one.
+    pub objects: Option<O>,
+}
+
+impl<S: Storage, O: ObjectStore> Storage for WithObjects<S, O> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.records.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.records.set(key, value)
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StorageError> {
+        self.records.set_many(entries)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.records.delete(key)
+    }
+
+    fn retire(&self, key: &str) -> Result<(), StorageError> {
+        self.records.retire(key)
+    }
+
+    fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome, StorageError> {
+        self.records.compare_and_swap(key, expected, new)
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StorageError> {
+        self.records.increment(key, delta)
+    }
+
+    fn list_keys(&self) -> Result<Vec<String>, StorageError> {
+        self.records.list_keys()
+    }
+
+    fn objects(&self) -> Option<&dyn ObjectStore> {
+        self.objects.as_ref().map(|objects| objects as &dyn ObjectStore)
     }
 }
 

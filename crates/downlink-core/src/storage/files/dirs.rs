@@ -269,7 +269,7 @@ pub fn delete_file<S: Storage + ?Sized>(
         remove_entry(storage, &parent, name)?;
     }
     // The file is gone either way; leftover chunks are GC's job.
-    let _ = discard_chunks(storage, &meta.blob_id, meta.chunk_count());
+    let _ = discard_content(storage, &meta, None);
     Ok(meta)
 }
 
@@ -308,7 +308,7 @@ pub(crate) fn delete_tree<S: Storage + ?Sized>(
         match entry {
             Entry::File(meta) => {
                 storage.retire(&meta_key(&meta.path))?;
-                let _ = discard_chunks(storage, &meta.blob_id, meta.chunk_count());
+                let _ = discard_content(storage, &meta, None);
                 summary.files += 1;
             }
             Entry::Dir(child) => delete_tree(storage, &child, summary)?,

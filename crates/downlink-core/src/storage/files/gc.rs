@@ -17,6 +17,8 @@ pub struct GcReport {
     pub orphan_chunks_deleted: u64,
     /// Pending markers deleted (committed, abandoned or reaped writes).
     pub markers_deleted: u64,
+    /// Multipart uploads of abandoned writes aborted.
+    pub uploads_aborted: u64,
     /// Abandoned writes whose claim lost to a writer that came back to life.
     pub claims_lost: u64,
     /// Files re-added to their directory index after a crash between publish and link.
@@ -69,7 +71,19 @@ pub fn collect_garbage<S: Storage + ?Sized>(storage: &S, now: u64, grace_secs: u
             markers.get(blob_id).cloned().flatten().unwrap_or_else(|| PendingMarker::new(StoragePath::root(), 0));
         reaped.reaped = true;
         match storage.compare_and_swap(&key, Some(seen), &reaped.to_json_bytes()) {
-            Ok(CasOutcome::Swapped) => plan.finished_markers.push(key),
+            Ok(CasOutcome::Swapped) => {
+                // Claimed: the writer can no longer complete its upload, so abort it.
+                if let Some(upload) = &reaped.upload {
+                    match bucket(storage).and_then(|objects| objects.abort_upload(upload).map_err(Into::into)) {
+                        Ok(()) => report.uploads_aborted += 1,
+                        Err(_) => {
+                            report.failures += 1;
+                            continue;
+                        }
+                    }
+                }
+                plan.finished_markers.push(key)
+            }
             Ok(CasOutcome::Conflict { .. }) => {
                 report.claims_lost += 1;
                 plan.orphan_chunks.remove(blob_id);

@@ -509,3 +509,159 @@ fn corrupt_records_are_errors_not_panics() {
     storage.set("file:h", &meta.to_json_bytes()).unwrap();
     assert!(read_meta(&storage, &p("h")).is_err());
 }
+
+/// Object-backend tests: records in memory, bytes in a [`MemoryObjects`] bucket.
+mod in_a_bucket {
+    use super::*;
+    use crate::blob::MIN_PART_BYTES;
+    use crate::storage::objects::MemoryObjects;
+    use crate::storage::WithObjects;
+
+    type Bucketed = WithObjects<MemoryStorage, MemoryObjects>;
+
+    fn bucketed() -> Bucketed {
+        WithObjects {
+            records: MemoryStorage::new(),
+            objects: Some(MemoryObjects::new("files/", MIN_PART_BYTES as u32)),
+        }
+    }
+
+    fn bucket(storage: &Bucketed) -> &MemoryObjects {
+        storage.objects.as_ref().unwrap()
+    }
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    fn write(
+        storage: &Bucketed,
+        path: &str,
+        blob: &str,
+        data: &[u8],
+        mode: WriteMode,
+    ) -> Result<FileMeta, crate::ApiError> {
+        // Pieces of an odd size, so parts are cut across them.
+        let options = WriteOptions { mode, ..WriteOptions::default() };
+        write_file(storage, &p(path), id(blob), data.chunks(100_003), options, NOW)
+    }
+
+    #[test]
+    fn a_small_file_is_one_object_at_its_path_and_no_chunks() {
+        let storage = bucketed();
+        let meta = write(&storage, "docs/a.txt", "b1", b"hello", WriteMode::Overwrite).unwrap();
+        let object = meta.object.clone().expect("the record names the object");
+        assert_eq!(object.key, "files/docs/a.txt");
+        assert_eq!(bucket(&storage).object("files/docs/a.txt").unwrap(), b"hello");
+        assert!(chunk_keys(&storage.records).is_empty());
+        assert_eq!(read_all(&storage, "docs/a.txt"), b"hello");
+        assert_eq!(names(&list_dir(&storage, &p("docs")).unwrap()), ["a.txt"]);
+        assert!(storage.records.get(&crate::blob::pending_key(&id("b1"))).unwrap().is_none(), "marker gone");
+    }
+
+    #[test]
+    fn a_large_file_goes_up_in_parts_and_reads_back_whole_and_in_ranges() {
+        let storage = bucketed();
+        let data = content(2 * MIN_PART_BYTES + 12_345);
+        let meta = write(&storage, "big.bin", "b1", &data, WriteMode::Overwrite).unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(meta.crc32, crc32fast::hash(&data));
+        assert_eq!(bucket(&storage).pending_uploads(), 0);
+        assert_eq!(bucket(&storage).object("files/big.bin").unwrap(), data);
+        assert_eq!(read_all(&storage, "big.bin"), data);
+        let mut range = Vec::new();
+        let from = MIN_PART_BYTES as u64 - 3;
+        StoredContent::from(&meta).stream(&storage, from, 10, ReadCheck::default(), &mut range).unwrap();
+        assert_eq!(range, data[from as usize..from as usize + 10]);
+    }
+
+    #[test]
+    fn a_file_of_exactly_one_part_completes_with_that_part() {
+        let storage = bucketed();
+        let data = content(MIN_PART_BYTES);
+        write(&storage, "one.bin", "b1", &data, WriteMode::Overwrite).unwrap();
+        assert_eq!(read_all(&storage, "one.bin"), data);
+    }
+
+    #[test]
+    fn overwriting_replaces_the_object_in_place_and_deleting_removes_it() {
+        let storage = bucketed();
+        write(&storage, "a.txt", "b1", b"one", WriteMode::Overwrite).unwrap();
+        write(&storage, "a.txt", "b2", b"two", WriteMode::Overwrite).unwrap();
+        assert_eq!(read_all(&storage, "a.txt"), b"two");
+        assert_eq!(bucket(&storage).keys(), ["files/a.txt"]);
+        delete_file(&storage, &p("a.txt"), None).unwrap();
+        assert!(bucket(&storage).keys().is_empty());
+        assert!(read_meta(&storage, &p("a.txt")).unwrap().is_none());
+    }
+
+    #[test]
+    fn create_new_does_not_overwrite_an_object_another_tool_put_there() {
+        let storage = bucketed();
+        bucket(&storage).overwrite("files/theirs.txt", b"not ours");
+        let error =
+            write(&storage, "theirs.txt", "b1", &content(MIN_PART_BYTES + 1), WriteMode::CreateNew).unwrap_err();
+        assert_eq!(error.code, ErrorCode::Conflict);
+        assert_eq!(bucket(&storage).object("files/theirs.txt").unwrap(), b"not ours");
+        assert_eq!(bucket(&storage).pending_uploads(), 0, "the refused upload is aborted");
+        assert!(read_meta(&storage, &p("theirs.txt")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_checksum_mismatch_aborts_the_upload_and_leaves_nothing() {
+        let storage = bucketed();
+        let options = WriteOptions { expected_sha256: Some("00".repeat(32)), ..WriteOptions::default() };
+        let data = content(MIN_PART_BYTES * 2);
+        let error = write_file(&storage, &p("x.bin"), id("b1"), data.chunks(65_536), options, NOW).unwrap_err();
+        assert_eq!(error.code, ErrorCode::ChecksumMismatch);
+        assert_eq!(bucket(&storage).pending_uploads(), 0);
+        assert!(bucket(&storage).keys().is_empty());
+        assert!(storage.records.keys().iter().all(|key| !key.starts_with("pending:")));
+    }
+
+    #[test]
+    fn bytes_replaced_behind_the_record_are_never_served_as_its() {
+        let storage = bucketed();
+        let meta = write(&storage, "a.txt", "b1", b"ours", WriteMode::Overwrite).unwrap();
+        bucket(&storage).overwrite("files/a.txt", b"other");
+        let mut out = Vec::new();
+        let error =
+            StoredContent::from(&meta).stream(&storage, 0, meta.size, ReadCheck::default(), &mut out).unwrap_err();
+        assert_eq!(
+            error,
+            crate::delivery::StreamError::Content(crate::delivery::ContentError::ObjectChanged { path: p("a.txt") })
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_abandoned_write_has_its_upload_aborted_by_whoever_reclaims_it() {
+        let storage = bucketed();
+        let mut writer = FileWriter::begin(&storage, p("slow.bin"), id("b1"), WriteOptions::default(), NOW).unwrap();
+        writer.write(&content(MIN_PART_BYTES + 10)).unwrap();
+        assert_eq!(bucket(&storage).pending_uploads(), 1);
+        drop(writer);
+        reclaim_abandoned_write(&storage, &id("b1"), 0).unwrap();
+        assert_eq!(bucket(&storage).pending_uploads(), 0);
+
+        let mut writer = FileWriter::begin(&storage, p("slow2.bin"), id("b2"), WriteOptions::default(), NOW).unwrap();
+        writer.write(&content(MIN_PART_BYTES + 10)).unwrap();
+        drop(writer);
+        let report = collect_garbage(&storage, NOW + DEFAULT_GC_GRACE_SECS + 1, DEFAULT_GC_GRACE_SECS).unwrap();
+        assert_eq!(report.uploads_aborted, 1);
+        assert_eq!(bucket(&storage).pending_uploads(), 0);
+        assert!(bucket(&storage).keys().is_empty());
+    }
+
+    #[test]
+    fn files_written_as_chunks_stay_readable_and_deletable_after_a_bucket_is_configured() {
+        let storage = bucketed();
+        let old = write_file(&storage.records, &p("old.txt"), id("b0"), [b"chunked".as_slice()], small_chunks(), NOW)
+            .unwrap();
+        assert!(old.object.is_none());
+        assert_eq!(read_all(&storage, "old.txt"), b"chunked");
+        write(&storage, "old.txt", "b1", b"now an object", WriteMode::Overwrite).unwrap();
+        assert!(chunk_keys(&storage.records).is_empty(), "the replaced chunks are discarded");
+        assert_eq!(read_all(&storage, "old.txt"), b"now an object");
+    }
+}

@@ -8,6 +8,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::if_match_passes;
 use crate::meta::{content_type_for, EntryKind, FileMeta, Origin};
 use crate::path::{PathError, StoragePath};
+use crate::storage::objects::{ObjectLocation, ObjectStore, PendingUpload, PutCondition, PutOutcome, UploadedPart};
 
 use super::*;
 
@@ -87,16 +88,28 @@ pub(crate) struct WriteState<'s, S: Storage + ?Sized> {
     path: StoragePath,
     blob_id: BlobId,
     chunk_size: u32,
-    content_type: Option<String>,
+    content_type: String,
     origin: Origin,
     mode: WriteMode,
     expected_sha256: Option<String>,
     marker: PendingMarker,
     marker_bytes: Vec<u8>,
-    chunks_attempted: u64,
-    /// Completed chunks not stored yet (keys and bytes), fewer than `chunks_per_batch`.
-    batch: Vec<(String, Vec<u8>)>,
-    chunks_per_batch: usize,
+    sink: ByteSink,
+}
+
+/// Where a write puts its completed chunks: the two sides of the bytes boundary.
+enum ByteSink {
+    /// Chunks in the key-value store, a batch at a time.
+    Chunks {
+        /// Chunks handed to the store so far (a failed set may still have landed).
+        attempted: u64,
+        /// Completed chunks not stored yet (keys and bytes), fewer than `per_batch`.
+        batch: Vec<(String, Vec<u8>)>,
+        per_batch: usize,
+    },
+    /// Parts of one object in the bucket: a single put if the file fits one part, else a
+    /// multipart upload started by the first full part.
+    Object { key: String, content_type: String, upload: Option<PendingUpload>, parts: Vec<UploadedPart> },
 }
 
 impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
@@ -112,7 +125,11 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
         if path.is_root() {
             return Err(PathError::RootIsNotAFile.into());
         }
-        let mut chunks = ChunkWriter::new(options.chunk_size)?;
+        let objects = storage.objects();
+        let mut chunks = match objects {
+            Some(objects) => ChunkWriter::for_parts(objects.part_size())?,
+            None => ChunkWriter::new(options.chunk_size)?,
+        };
         if let Some(limit) = options.max_size {
             chunks = chunks.with_max_size(limit);
         }
@@ -125,6 +142,20 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
         } else {
             check_mode(&options.mode, &path, None)?;
         }
+        let name = path.file_name().unwrap_or_default();
+        let content_type = options.content_type.unwrap_or_else(|| content_type_for(name).to_owned());
+        let sink = match objects {
+            Some(objects) => ByteSink::Object {
+                key: objects.key_for(&path),
+                content_type: content_type.clone(),
+                upload: None,
+                parts: Vec::new(),
+            },
+            None => {
+                let per_batch = options.chunks_per_batch.max(1);
+                ByteSink::Chunks { attempted: 0, batch: Vec::with_capacity(per_batch), per_batch }
+            }
+        };
         let marker = PendingMarker::new(path.clone(), now);
         let marker_bytes = marker.to_json_bytes();
         // A plain set: blob ids are fresh random ids, so nobody else writes this key until
@@ -137,15 +168,13 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
                 path,
                 blob_id,
                 chunk_size: options.chunk_size,
-                content_type: options.content_type,
+                content_type,
                 origin: options.origin,
                 mode: options.mode,
                 expected_sha256: options.expected_sha256.map(|h| h.to_ascii_lowercase()),
                 marker,
                 marker_bytes,
-                chunks_attempted: 0,
-                batch: Vec::with_capacity(options.chunks_per_batch.max(1)),
-                chunks_per_batch: options.chunks_per_batch.max(1),
+                sink,
             },
         })
     }
@@ -196,29 +225,139 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
 }
 
 impl<S: Storage + ?Sized> WriteState<'_, S> {
-    /// Adds a completed chunk to the batch; stores the batch once it is full.
+    /// Takes a completed full chunk: into the batch (stored once full), or as the next part
+    /// of the object's upload (started by the first).
     fn queue_chunk(&mut self, index: u64, bytes: Vec<u8>) -> Result<(), ApiError> {
-        self.batch.push((chunk_key(&self.blob_id, index), bytes));
-        // Counted before the attempt: a failed set may still have landed.
-        self.chunks_attempted = index + 1;
-        if self.batch.len() >= self.chunks_per_batch {
-            self.store_batch()?;
+        match &mut self.sink {
+            ByteSink::Chunks { attempted, batch, per_batch } => {
+                batch.push((chunk_key(&self.blob_id, index), bytes));
+                // Counted before the attempt: a failed set may still have landed.
+                *attempted = index + 1;
+                if batch.len() >= *per_batch {
+                    self.store_batch()?;
+                }
+            }
+            ByteSink::Object { .. } => self.queue_part(index, &bytes)?,
+        }
+        Ok(())
+    }
+
+    /// Stores a full part of the object, starting the multipart upload with the first.
+    fn queue_part(&mut self, index: u64, bytes: &[u8]) -> Result<(), ApiError> {
+        let objects = bucket(self.storage)?;
+        let ByteSink::Object { key, content_type, upload, .. } = &self.sink else {
+            return Ok(());
+        };
+        let pending = match upload {
+            Some(pending) => pending.clone(),
+            None => {
+                let pending = objects.create_upload(key, content_type)?;
+                if let ByteSink::Object { upload, .. } = &mut self.sink {
+                    *upload = Some(pending.clone());
+                }
+                // In the marker, so whoever reclaims an abandoned write can abort the upload.
+                self.marker.upload = Some(pending.clone());
+                self.refresh_marker(self.marker.touched)?;
+                pending
+            }
+        };
+        let part = objects.upload_part(&pending, part_number(index)?, bytes)?;
+        if let ByteSink::Object { parts, .. } = &mut self.sink {
+            parts.push(part);
         }
         Ok(())
     }
 
     fn store_batch(&mut self) -> Result<(), ApiError> {
-        match self.batch.as_slice() {
-            [] => {}
-            [(key, bytes)] => self.storage.set(key, bytes)?,
-            batch => self.storage.set_many(batch)?,
+        if let ByteSink::Chunks { batch, .. } = &mut self.sink {
+            match batch.as_slice() {
+                [] => {}
+                [(key, bytes)] => self.storage.set(key, bytes)?,
+                entries => self.storage.set_many(entries)?,
+            }
+            batch.clear();
         }
-        self.batch.clear();
         Ok(())
     }
 
     fn discard(&self) -> Result<(), ApiError> {
-        discard_blob(self.storage, &self.blob_id, self.chunks_attempted)
+        match &self.sink {
+            ByteSink::Chunks { attempted, .. } => discard_blob(self.storage, &self.blob_id, *attempted),
+            ByteSink::Object { upload, .. } => {
+                let aborted = match upload {
+                    Some(pending) => bucket(self.storage).and_then(|o| o.abort_upload(pending).map_err(Into::into)),
+                    None => Ok(()),
+                };
+                let marker = self.storage.delete(&pending_key(&self.blob_id));
+                aborted?;
+                marker.map_err(ApiError::from)
+            }
+        }
+    }
+
+    /// What the bucket must still hold for this write's object to replace it, from the
+    /// path's record now; refuses early (nothing visible yet) if the mode already rules the
+    /// write out. The record is checked again when it is swapped.
+    fn object_condition(&self) -> Result<PutCondition, ApiError> {
+        if let ByteSink::Chunks { .. } = self.sink {
+            return Ok(PutCondition::None);
+        }
+        let current = self.storage.get(&meta_key(&self.path))?;
+        check_mode(&self.mode, &self.path, current.as_deref())?;
+        let current_object =
+            current.and_then(|bytes| FileMeta::from_json_bytes(&bytes).ok()).and_then(|meta| meta.object);
+        Ok(match (&self.mode, current_object) {
+            (WriteMode::Overwrite, _) => PutCondition::None,
+            (WriteMode::CreateNew, _) => PutCondition::Absent,
+            (WriteMode::IfMatch(_), Some(object)) => PutCondition::Matches(object.etag),
+            (WriteMode::IfMatch(_), None) => PutCondition::None,
+        })
+    }
+
+    /// Stores the last chunk and makes the bytes complete: chunks are all in the store; an
+    /// object becomes visible at its key if `condition` holds (its location is returned).
+    fn finish_bytes(
+        &mut self,
+        last_chunk: Option<crate::blob::Chunk>,
+        condition: &PutCondition,
+    ) -> Result<Option<ObjectLocation>, ApiError> {
+        if let ByteSink::Chunks { .. } = self.sink {
+            if let Some(last) = last_chunk {
+                self.queue_chunk(last.index, last.bytes)?;
+            }
+            self.store_batch()?;
+            return Ok(None);
+        }
+        let ByteSink::Object { key, content_type, upload, parts } = &mut self.sink else { unreachable!() };
+        let objects = bucket(self.storage)?;
+        let outcome = match upload {
+            None => {
+                let bytes = last_chunk.map(|chunk| chunk.bytes).unwrap_or_default();
+                objects.put(key, content_type, &bytes, condition)?
+            }
+            Some(pending) => {
+                if let Some(last) = last_chunk {
+                    parts.push(objects.upload_part(pending, part_number(last.index)?, &last.bytes)?);
+                }
+                objects.complete_upload(pending, parts, condition)?
+            }
+        };
+        match outcome {
+            PutOutcome::Written { etag } => {
+                // Completed: nothing left to abort.
+                *upload = None;
+                Ok(Some(ObjectLocation { key: key.clone(), etag }))
+            }
+            PutOutcome::PreconditionFailed => Err(match &self.mode {
+                WriteMode::CreateNew => {
+                    ApiError::conflict(format!("an object already exists at `{}` in the bucket", self.path))
+                }
+                _ => ApiError::new(
+                    ErrorCode::PreconditionFailed,
+                    format!("`{}` changed in the bucket while it was written", self.path),
+                ),
+            }),
+        }
     }
 
     fn refresh_marker(&mut self, now: u64) -> Result<(), ApiError> {
@@ -251,26 +390,26 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
                 )));
             }
         }
-        if let Some(last) = finished.last_chunk {
-            self.queue_chunk(last.index, last.bytes).map_err(not_yet)?;
-        }
-        self.store_batch().map_err(not_yet)?;
-        // Last check that GC has not claimed the blob; from here on it will not.
+        // Last check that GC has not claimed the blob; from here on it will not (the marker
+        // is fresh for the whole grace period).
         self.refresh_marker(now).map_err(not_yet)?;
         check_kinds(storage, &self.path, EntryKind::File).map_err(not_yet)?;
         link_ancestors(storage, &self.path).map_err(not_yet)?;
+        let condition = self.object_condition().map_err(not_yet)?;
+        let object = self.finish_bytes(finished.last_chunk, &condition).map_err(not_yet)?;
 
         let name = self.path.file_name().unwrap_or_default().to_owned();
         let mut meta = FileMeta {
             path: self.path.clone(),
             size: finished.size,
             crc32: finished.crc32,
-            content_type: self.content_type.clone().unwrap_or_else(|| content_type_for(&name).to_owned()),
+            content_type: self.content_type.clone(),
             created: now,
             modified: now,
             origin: self.origin.clone(),
             blob_id: self.blob_id.clone(),
             chunk_size: self.chunk_size,
+            object,
             sha256: finished.sha256,
             replaces: None,
         };
@@ -335,7 +474,7 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
                     continue;
                 }
                 if let Ok(None) = storage.get(&pending_key(&candidate.blob_id)) {
-                    let _ = discard_chunks(storage, &candidate.blob_id, candidate.chunk_count());
+                    let _ = discard_content(storage, candidate, meta.object.as_ref());
                 }
             }
         }
@@ -399,6 +538,35 @@ pub(crate) fn check_mode(mode: &WriteMode, path: &StoragePath, current: Option<&
     }
 }
 
+/// The bucket of a write whose bytes go to objects.
+pub(crate) fn bucket<S: Storage + ?Sized>(storage: &S) -> Result<&dyn ObjectStore, ApiError> {
+    storage.objects().ok_or_else(|| ApiError::storage("this file's bytes are in a bucket, but no bucket is configured"))
+}
+
+/// The S3 part number of chunk `index` (parts count from 1, at most 10,000).
+fn part_number(index: u64) -> Result<u16, ApiError> {
+    index.checked_add(1).and_then(|n| u16::try_from(n).ok()).filter(|n| *n <= MAX_PARTS).ok_or_else(|| {
+        ApiError::new(ErrorCode::FileTooLarge, format!("a file in the bucket has at most {MAX_PARTS} parts"))
+    })
+}
+
+/// The most parts one S3 multipart upload may have.
+pub const MAX_PARTS: u16 = 10_000;
+
+/// Deletes the bytes of a record nothing points at any more: its chunks, or its object —
+/// unless that object is `keep` (a write replaces the object at its own key in place).
+pub(crate) fn discard_content<S: Storage + ?Sized>(
+    storage: &S,
+    meta: &FileMeta,
+    keep: Option<&ObjectLocation>,
+) -> Result<(), ApiError> {
+    match &meta.object {
+        None => discard_chunks(storage, &meta.blob_id, meta.chunk_count()),
+        Some(object) if keep.is_some_and(|kept| kept.key == object.key) => Ok(()),
+        Some(object) => bucket(storage)?.delete(&object.key).map_err(ApiError::from),
+    }
+}
+
 /// Deletes chunks `0..count` of a blob, attempting all; reports the first error.
 pub(crate) fn discard_chunks<S: Storage + ?Sized>(storage: &S, blob_id: &BlobId, count: u64) -> Result<(), ApiError> {
     let mut first_error = None;
@@ -424,14 +592,19 @@ pub(crate) fn discard_blob<S: Storage + ?Sized>(
 /// Reclaims the blob of a write whose writer is known to be dead (e.g. a download whose
 /// heartbeat stopped), without waiting for garbage collection. The pending marker goes first,
 /// so a writer that was only slow can no longer publish; then chunks from 0 up to the first
-/// missing one (chunks are written in order). `known_chunks` chunks are deleted without a probe.
-/// Returns how many chunks were deleted.
+/// missing one (chunks are written in order), or the multipart upload its marker names.
+/// `known_chunks` chunks are deleted without a probe. Returns how many chunks were deleted.
 pub fn reclaim_abandoned_write<S: Storage + ?Sized>(
     storage: &S,
     blob_id: &BlobId,
     known_chunks: u64,
 ) -> Result<u64, ApiError> {
+    let marker = storage.get(&pending_key(blob_id))?.and_then(|bytes| PendingMarker::from_json_bytes(&bytes).ok());
     storage.delete(&pending_key(blob_id))?;
+    if let Some(upload) = marker.and_then(|marker| marker.upload) {
+        bucket(storage)?.abort_upload(&upload)?;
+        return Ok(0);
+    }
     discard_chunks(storage, blob_id, known_chunks)?;
     let mut index = known_chunks;
     while storage.get(&chunk_key(blob_id, index))?.is_some() {
