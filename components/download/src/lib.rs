@@ -23,7 +23,7 @@ use downlink_core::storage::{delete_file, stat, Entry, FileWriter, WriteMode, Wr
 use downlink_core::{ApiError, ErrorCode, StoragePath};
 use downlink_spin::fetch::{self, BodyStep, FetchError, ResponseBody};
 use downlink_spin::http::{send_error, send_json, RequestHead, IO_CHUNK};
-use downlink_spin::kv::KvStorage;
+use downlink_spin::kv::AppStorage;
 use downlink_spin::{auth, download_settings, now_unix, random_blob_id, random_id};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
@@ -89,7 +89,7 @@ fn accept(head: &RequestHead) -> Result<Accepted, ApiError> {
 
 /// A started download: the transfer runs after the response was sent.
 struct Download {
-    storage: KvStorage,
+    storage: AppStorage,
     settings: DownloadSettings,
     request: StartRequest,
     target: StoragePath,
@@ -230,7 +230,7 @@ impl Download {
         deadline: &TransferDeadline,
         deadline_ns: fetch::Instant,
         duties: &mut Duties<'_>,
-        writer: &mut FileWriter<'_, KvStorage>,
+        writer: &mut FileWriter<'_, AppStorage>,
     ) -> Result<u64, Stop> {
         let mut body = ResponseBody::of(response).map_err(|e| fetch_error(e, deadline))?;
         let mut received = 0u64;

@@ -12,7 +12,7 @@ use downlink_core::download::registry::{
 use downlink_core::query::Query;
 use downlink_core::{ApiError, ErrorCode, StoragePath};
 use downlink_spin::http::{send_error, send_json, RequestHead};
-use downlink_spin::kv::KvStorage;
+use downlink_spin::kv::AppStorage;
 use downlink_spin::{auth, download_settings, now_unix};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
@@ -73,7 +73,7 @@ fn serve(head: &RequestHead) -> Result<(u16, Vec<u8>), ApiError> {
 
 /// Ends the download as cancelled. The worker notices within a second (its next progress
 /// write or cancel check finds the record ended) and discards what it stored.
-fn cancel(storage: &KvStorage, principal: &Principal, id: &str, now: u64) -> Result<(u16, Vec<u8>), ApiError> {
+fn cancel(storage: &AppStorage, principal: &Principal, id: &str, now: u64) -> Result<(u16, Vec<u8>), ApiError> {
     principal.require(Scope::DownloadCreate)?;
     let record = load_record(storage, id)?.ok_or_else(|| not_found(id))?;
     if record.owner != principal.name && !principal.scopes.allows(Scope::Admin) {

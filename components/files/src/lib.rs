@@ -12,7 +12,7 @@ use downlink_core::storage::{
 use downlink_core::{ApiError, StoragePath};
 use downlink_spin::bandwidth;
 use downlink_spin::http::{send_error, send_json, BodyReader, ClientGone, RequestHead, IO_CHUNK};
-use downlink_spin::kv::KvStorage;
+use downlink_spin::kv::AppStorage;
 use downlink_spin::{auth, now_unix};
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
@@ -63,7 +63,7 @@ enum Reply {
 }
 
 fn read(
-    storage: &KvStorage,
+    storage: &AppStorage,
     principal: &Principal,
     target: &ParsedPath,
     head: &RequestHead,
@@ -80,7 +80,7 @@ fn read(
     }
 }
 
-fn listing(storage: &KvStorage, dir: &StoragePath) -> Result<serde_json::Value, ApiError> {
+fn listing(storage: &AppStorage, dir: &StoragePath) -> Result<serde_json::Value, ApiError> {
     let entries: Vec<serde_json::Value> = list_dir(storage, dir)?
         .iter()
         .map(|entry| match entry {
@@ -100,7 +100,7 @@ fn listing(storage: &KvStorage, dir: &StoragePath) -> Result<serde_json::Value, 
 /// `PUT`: stores the body as the file (`If-Match`: only over the version with that ETag, else
 /// `412`; nothing is kept then).
 fn upload(
-    storage: &KvStorage,
+    storage: &AppStorage,
     principal: &Principal,
     target: &ParsedPath,
     if_match: Option<&str>,
@@ -151,7 +151,7 @@ fn upload(
 
 /// `DELETE`: a file (`If-Match`: only the version with that ETag, else `412`) or a tree.
 fn remove(
-    storage: &KvStorage,
+    storage: &AppStorage,
     principal: &Principal,
     target: &ParsedPath,
     if_match: Option<&str>,

@@ -39,6 +39,7 @@ pub mod meta;
 pub mod path;
 pub mod prepare;
 pub mod query;
+pub mod s3;
 pub mod storage;
 pub mod text;
 pub mod zip;

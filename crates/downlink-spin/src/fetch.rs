@@ -9,6 +9,8 @@ use spin_sdk::wit::wasi::http0_2_0::types::{
     ErrorCode, FutureIncomingResponse, IncomingBody, IncomingResponse, RequestOptions,
 };
 use std::time::Duration;
+
+use crate::http::BodyWriter;
 use wasi::clocks::monotonic_clock;
 use wasi::io::poll;
 use wasi::io::streams::{InputStream, StreamError};
@@ -98,9 +100,25 @@ pub fn start_get(
     connect: Duration,
     first_byte: Duration,
 ) -> Result<FutureIncomingResponse, FetchError> {
+    start_request(Method::Get, target, headers, &[], connect, first_byte)
+}
+
+/// Starts a request and sends all of `body` (empty: none); then the response can be awaited.
+pub fn start_request(
+    method: Method,
+    target: &Target<'_>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    connect: Duration,
+    first_byte: Duration,
+) -> Result<FutureIncomingResponse, FetchError> {
     let fields = Fields::new();
     for (name, value) in headers {
         fields.append(name, value.as_bytes()).map_err(|e| FetchError::Invalid(format!("header {name}: {e:?}")))?;
+    }
+    if !body.is_empty() {
+        let length = body.len().to_string();
+        fields.append("content-length", length.as_bytes()).map_err(|e| FetchError::Invalid(format!("{e:?}")))?;
     }
     let request = OutgoingRequest::new(fields);
     let scheme = match target.scheme {
@@ -108,7 +126,7 @@ pub fn start_get(
         "http" => Scheme::Http,
         other => return Err(FetchError::Invalid(format!("unsupported scheme {other}"))),
     };
-    let ok = request.set_method(&Method::Get).is_ok()
+    let ok = request.set_method(&method).is_ok()
         && request.set_scheme(Some(&scheme)).is_ok()
         && request.set_authority(Some(target.authority)).is_ok()
         && request.set_path_with_query(Some(target.path_and_query)).is_ok();
@@ -120,11 +138,19 @@ pub fn start_get(
     // Hosts may not support every timeout; unsupported ones are enforced by our own polling.
     let _ = options.set_connect_timeout(Some(nanos(connect)));
     let _ = options.set_first_byte_timeout(Some(nanos(first_byte)));
-    // The request has no body: finish it so the host can send it.
-    if let Ok(body) = request.body() {
-        let _ = spin_sdk::http::OutgoingBody::finish(body, None);
+    let outgoing = request.body().map_err(|()| FetchError::Invalid("request body already taken".into()))?;
+    let pending = outgoing_handler::handle(request, Some(options)).map_err(FetchError::Http)?;
+    // The host sends the body as it is written; finishing it lets the response arrive.
+    let mut writer = BodyWriter::new(outgoing);
+    let sent = writer.write_all(body).and_then(|()| writer.finish());
+    if sent.is_err() {
+        // The host failed the request; its error comes with the response.
+        if let Some(Ok(Err(code))) = pending.get() {
+            return Err(FetchError::Http(code));
+        }
+        return Err(FetchError::BodyBroken("the request body could not be sent".into()));
     }
-    outgoing_handler::handle(request, Some(options)).map_err(FetchError::Http)
+    Ok(pending)
 }
 
 /// Waits for the response head until `deadline`, calling `keep_going` at least every `tick`.

@@ -7,17 +7,31 @@
 
 use std::time::Duration;
 
+use downlink_core::s3::BytesBackend;
 use downlink_core::storage::exact::ExactKv;
-use downlink_core::storage::{CasOutcome, Storage, StorageError};
+use downlink_core::storage::{CasOutcome, Storage, StorageError, WithObjects};
+use downlink_core::ApiError;
+
+use crate::s3::S3Objects;
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
 use wasi::clocks::monotonic_clock;
 
-/// The store components use: [`SpinBucket`] with the exact contract on top.
+/// The key-value store components use: [`SpinBucket`] with the exact contract on top.
 pub type KvStorage = ExactKv<SpinBucket>;
 
-/// Opens the `default` store (granted in `spin.toml` via `key_value_stores`).
-pub fn open_default() -> Result<KvStorage, StorageError> {
-    SpinBucket::open("default").map(|bucket| ExactKv::new(bucket, pause))
+/// What components use: records in the `default` key-value store, file bytes where the
+/// `storage_backend` variable says (chunks in that store, or an S3 bucket).
+pub type AppStorage = WithObjects<KvStorage, S3Objects>;
+
+/// Opens the `default` store (granted in `spin.toml` via `key_value_stores`) and the bucket,
+/// if this component's variables configure one; a bad setting is a `500` naming it.
+pub fn open_default() -> Result<AppStorage, ApiError> {
+    let records = SpinBucket::open("default").map(|bucket| ExactKv::new(bucket, pause))?;
+    let objects = match BytesBackend::load(&crate::settings())? {
+        BytesBackend::KeyValue => None,
+        BytesBackend::S3(client) => Some(S3Objects::new(*client)),
+    };
+    Ok(WithObjects { records, objects })
 }
 
 /// Blocks this instance for `duration` (a WASI timer; other instances keep running).

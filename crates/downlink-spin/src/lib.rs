@@ -5,7 +5,8 @@
 //! - [`http`]: request heads, streamed request/response bodies, JSON and error responses.
 //! - [`auth`]: bearer-token authentication against the `api_tokens` variable.
 //! - [`bandwidth`]: per-principal bytes-sent counters and the quota.
-//! - [`fetch`]: outbound GET with deadlines and cancellation that hold against slow servers.
+//! - [`fetch`]: outbound requests with deadlines and cancellation that hold against slow servers.
+//! - [`s3`]: the core's object store over outbound HTTP (S3-compatible buckets).
 
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod bandwidth;
 pub mod fetch;
 pub mod http;
 pub mod kv;
+pub mod s3;
 
 /// Seconds since the Unix epoch (wall clock).
 pub fn now_unix() -> u64 {

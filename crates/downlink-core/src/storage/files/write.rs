@@ -600,11 +600,16 @@ pub fn reclaim_abandoned_write<S: Storage + ?Sized>(
     known_chunks: u64,
 ) -> Result<u64, ApiError> {
     let marker = storage.get(&pending_key(blob_id))?.and_then(|bytes| PendingMarker::from_json_bytes(&bytes).ok());
-    storage.delete(&pending_key(blob_id))?;
     if let Some(upload) = marker.and_then(|marker| marker.upload) {
-        bucket(storage)?.abort_upload(&upload)?;
+        // A component without the bucket leaves the marker to garbage collection (which runs
+        // with it), so the upload is not forgotten.
+        if let Some(objects) = storage.objects() {
+            storage.delete(&pending_key(blob_id))?;
+            objects.abort_upload(&upload)?;
+        }
         return Ok(0);
     }
+    storage.delete(&pending_key(blob_id))?;
     discard_chunks(storage, blob_id, known_chunks)?;
     let mut index = known_chunks;
     while storage.get(&chunk_key(blob_id, index))?.is_some() {
