@@ -46,6 +46,7 @@ fn serve(head: &RequestHead) -> Result<serde_json::Value, ApiError> {
         "success": true,
         "orphan_chunks_deleted": report.orphan_chunks_deleted,
         "markers_deleted": report.markers_deleted,
+        "uploads_aborted": report.uploads_aborted,
         "claims_lost": report.claims_lost,
         "files_relinked": report.files_relinked,
         "failures": report.failures,

@@ -59,6 +59,8 @@ const DIR_PREFIX: &str = "dir:";
 const DIR_HASHED_PREFIX: &str = "dir#";
 const CHUNK_PREFIX: &str = "chunk:";
 const PENDING_PREFIX: &str = "pending:";
+const PUBLISH_LOCK_PREFIX: &str = "publishing:";
+const PUBLISH_LOCK_HASHED_PREFIX: &str = "publishing#";
 
 /// Identifier of one immutable blob: 1–64 characters from `A-Z a-z 0-9 _ -` (a UUID fits).
 ///
@@ -130,6 +132,12 @@ fn path_key(plain_prefix: &str, hashed_prefix: &str, path: &StoragePath) -> Stri
 /// Key of a file's [`FileMeta`](crate::meta::FileMeta) record.
 pub fn meta_key(path: &StoragePath) -> String {
     path_key(FILE_PREFIX, FILE_HASHED_PREFIX, path)
+}
+
+/// Key of the lock a write holds while it makes its object visible and records it (bytes in
+/// a bucket only; see `storage::files::write`).
+pub fn publish_lock_key(path: &StoragePath) -> String {
+    path_key(PUBLISH_LOCK_PREFIX, PUBLISH_LOCK_HASHED_PREFIX, path)
 }
 
 /// Key of a directory's [`DirIndex`](crate::meta::DirIndex); the root's is `dir:`.

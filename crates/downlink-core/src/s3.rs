@@ -37,6 +37,11 @@ pub const PREFIX_VARIABLE: &str = "s3_prefix";
 /// Spin variable: multipart part size in MiB (5–64, default 8); bounds a write's memory.
 pub const PART_SIZE_VARIABLE: &str = "s3_part_size_mib";
 
+/// The `s3_endpoint` default in `spin.toml`: a reserved name that never resolves, there only
+/// because `allowed_outbound_hosts` needs a valid entry while the backend is `kv`. It counts
+/// as unset.
+pub const PLACEHOLDER_ENDPOINT: &str = "https://s3.invalid";
+
 /// Default part size in MiB.
 pub const DEFAULT_PART_SIZE_MIB: u64 = 8;
 
@@ -118,6 +123,9 @@ impl S3Client {
     /// The client the settings describe (`storage_backend = s3`).
     pub fn load<F: Fn(&str) -> Option<String>>(settings: &Settings<F>) -> Result<S3Client, ApiError> {
         let endpoint_text = required(settings, ENDPOINT_VARIABLE)?;
+        if endpoint_text.trim_end_matches('/') == PLACEHOLDER_ENDPOINT {
+            return Err(invalid(ENDPOINT_VARIABLE, "not set (still the placeholder); `storage_backend = s3` needs it"));
+        }
         let endpoint: url::Url = endpoint_text
             .parse()
             .ok()
@@ -391,6 +399,13 @@ mod tests {
 
     #[test]
     fn every_missing_setting_is_named_never_a_fallback() {
+        let placeholder = Settings::new(|name: &str| {
+            if name == "s3_endpoint" {
+                return Some(PLACEHOLDER_ENDPOINT.to_owned());
+            }
+            LOCAL.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+        });
+        assert!(BytesBackend::load(&placeholder).unwrap_err().message.contains("`s3_endpoint` variable is not set"));
         for missing in ["s3_endpoint", "s3_region", "s3_bucket", "s3_access_key_id", "s3_secret_access_key"] {
             let settings = Settings::new(move |name: &str| {
                 LOCAL.iter().find(|(key, _)| *key == name && *key != missing).map(|(_, value)| (*value).to_owned())

@@ -142,14 +142,9 @@ pub fn start_request(
     let pending = outgoing_handler::handle(request, Some(options)).map_err(FetchError::Http)?;
     // The host sends the body as it is written; finishing it lets the response arrive.
     let mut writer = BodyWriter::new(outgoing);
-    let sent = writer.write_all(body).and_then(|()| writer.finish());
-    if sent.is_err() {
-        // The host failed the request; its error comes with the response.
-        if let Some(Ok(Err(code))) = pending.get() {
-            return Err(FetchError::Http(code));
-        }
-        return Err(FetchError::BodyBroken("the request body could not be sent".into()));
-    }
+    // A server may answer (say, with an error) before it has read the whole body and close
+    // the connection: the body then fails to send, and the answer, awaited as usual, says why.
+    let _ = writer.write_all(body).and_then(|()| writer.finish());
     Ok(pending)
 }
 

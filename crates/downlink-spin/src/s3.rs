@@ -251,6 +251,10 @@ impl ObjectStore for S3Objects {
         Ok(Box::new(ObjectPieces { body, _answer: answer }))
     }
 
+    fn pause(&self, duration: Duration) {
+        pause(duration);
+    }
+
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         let (_, status) = send("DeleteObject", &[], |now| self.client.delete_object(key, now))?;
         match status {

@@ -139,6 +139,10 @@ pub trait ObjectStore {
         len: u64,
     ) -> Result<Box<dyn ObjectBody + '_>, ObjectReadError>;
 
+    /// Blocks this request for `duration` (between attempts to take a path's publication
+    /// lock; the core has no clock of its own).
+    fn pause(&self, duration: std::time::Duration);
+
     /// Deletes the object at `key`; deleting an absent object succeeds. Unconditional: not every
     /// S3-compatible server supports conditional deletes.
     fn delete(&self, key: &str) -> Result<(), StorageError>;
@@ -305,6 +309,8 @@ mod memory {
             let pieces: Vec<Vec<u8>> = bytes[start..end].chunks(7).map(<[u8]>::to_vec).collect();
             Ok(Box::new(Pieces(pieces.into_iter())))
         }
+
+        fn pause(&self, _: std::time::Duration) {}
 
         fn delete(&self, key: &str) -> Result<(), StorageError> {
             self.state.borrow_mut().objects.remove(key);

@@ -665,3 +665,19 @@ mod in_a_bucket {
         assert_eq!(read_all(&storage, "old.txt"), b"now an object");
     }
 }
+
+#[test]
+fn a_path_whose_object_key_would_exceed_s3s_limit_is_refused_before_anything_is_stored() {
+    use crate::storage::objects::MemoryObjects;
+    use crate::storage::WithObjects;
+    let storage = WithObjects {
+        records: MemoryStorage::new(),
+        objects: Some(MemoryObjects::new("some/prefix/", crate::blob::MIN_PART_BYTES as u32)),
+    };
+    let long = format!("{}/{}/{}/{}", "a".repeat(255), "b".repeat(255), "c".repeat(255), "d".repeat(252));
+    assert_eq!(long.len(), 1020);
+    let error = write_file(&storage, &p(&long), id("b1"), [b"x".as_slice()], WriteOptions::default(), NOW).unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidPath);
+    assert!(error.message.contains("1032 bytes"), "{}", error.message);
+    assert!(storage.records.keys().is_empty(), "nothing stored: {:?}", storage.records.keys());
+}

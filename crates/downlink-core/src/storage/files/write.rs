@@ -2,7 +2,8 @@
 
 use super::{cas_update, CasOutcome, CasStep, Storage};
 use crate::blob::{
-    chunk_key, meta_key, pending_key, BlobId, ChunkWriter, FinishedBlob, PendingMarker, DEFAULT_CHUNK_SIZE,
+    chunk_key, meta_key, pending_key, publish_lock_key, BlobId, ChunkWriter, FinishedBlob, PendingMarker,
+    DEFAULT_CHUNK_SIZE,
 };
 use crate::error::{ApiError, ErrorCode};
 use crate::http::if_match_passes;
@@ -146,7 +147,7 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
         let content_type = options.content_type.unwrap_or_else(|| content_type_for(name).to_owned());
         let sink = match objects {
             Some(objects) => ByteSink::Object {
-                key: objects.key_for(&path),
+                key: object_key_within_limit(objects, &path)?,
                 content_type: content_type.clone(),
                 upload: None,
                 parts: Vec::new(),
@@ -395,6 +396,23 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
         self.refresh_marker(now).map_err(not_yet)?;
         check_kinds(storage, &self.path, EntryKind::File).map_err(not_yet)?;
         link_ancestors(storage, &self.path).map_err(not_yet)?;
+        // An object is visible at its key once completed, before its record: concurrent
+        // writers of one path take turns, so the last object completed is the last recorded.
+        let lock = match self.sink {
+            ByteSink::Object { .. } => Some(PublishLock::take(storage, &self.path, &self.blob_id).map_err(not_yet)?),
+            ByteSink::Chunks { .. } => None,
+        };
+        let published = self.publish_record(finished, now);
+        if let Some(lock) = lock {
+            lock.release();
+        }
+        published
+    }
+
+    /// Makes the bytes complete and swaps the path's record to them.
+    fn publish_record(&mut self, finished: FinishedBlob, now: u64) -> Result<Committed, (ApiError, Published)> {
+        let not_yet = |error: ApiError| (error, Published::No);
+        let storage = self.storage;
         let condition = self.object_condition().map_err(not_yet)?;
         let object = self.finish_bytes(finished.last_chunk, &condition).map_err(not_yet)?;
 
@@ -536,6 +554,73 @@ pub(crate) fn check_mode(mode: &WriteMode, path: &StoragePath, current: Option<&
             }
         }
     }
+}
+
+/// How long a write waits for another writer of the same path to publish before it takes the
+/// lock over (a writer that died holding it): far longer than completing an upload and
+/// swapping a record take.
+const PUBLISH_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+const PUBLISH_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A path's publication lock: a key created by compare-and-swap, holding the writer's blob id.
+struct PublishLock<'s, S: Storage + ?Sized> {
+    storage: &'s S,
+    key: String,
+    ours: Vec<u8>,
+}
+
+impl<'s, S: Storage + ?Sized> PublishLock<'s, S> {
+    fn take(storage: &'s S, path: &StoragePath, blob_id: &BlobId) -> Result<Self, ApiError> {
+        let objects = bucket(storage)?;
+        let key = publish_lock_key(path);
+        let ours = blob_id.as_str().as_bytes().to_vec();
+        let polls = PUBLISH_LOCK_PATIENCE.as_millis() / PUBLISH_LOCK_POLL.as_millis();
+        for _ in 0..polls {
+            match storage.compare_and_swap(&key, None, &ours)? {
+                CasOutcome::Swapped => return Ok(PublishLock { storage, key, ours }),
+                CasOutcome::Conflict { .. } => objects.pause(PUBLISH_LOCK_POLL),
+            }
+        }
+        // Held all along: its writer died holding it. One take-over, against what is there now.
+        let taken = match storage.compare_and_swap(&key, None, &ours)? {
+            CasOutcome::Swapped => true,
+            CasOutcome::Conflict { current: Some(holder) } => {
+                storage.compare_and_swap(&key, Some(&holder), &ours)? == CasOutcome::Swapped
+            }
+            CasOutcome::Conflict { current: None } => false,
+        };
+        if taken {
+            return Ok(PublishLock { storage, key, ours });
+        }
+        Err(ApiError::storage(format!("`{path}` is being published by another write; retry")))
+    }
+
+    /// Best effort: a lock left behind is taken over after [`PUBLISH_LOCK_PATIENCE`].
+    fn release(self) {
+        if let Ok(Some(current)) = self.storage.get(&self.key) {
+            if current == self.ours {
+                let _ = self.storage.delete(&self.key);
+            }
+        }
+    }
+}
+
+/// The longest object key S3 accepts, in bytes.
+pub const MAX_OBJECT_KEY_BYTES: usize = 1024;
+
+/// `path`'s object key, if S3 can hold it (the prefix counts against the limit).
+fn object_key_within_limit(objects: &dyn ObjectStore, path: &StoragePath) -> Result<String, ApiError> {
+    let key = objects.key_for(path);
+    if key.len() > MAX_OBJECT_KEY_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::InvalidPath,
+            format!(
+                "`{path}` is too long for the bucket: with the key prefix it is {} bytes, S3 allows {MAX_OBJECT_KEY_BYTES}",
+                key.len()
+            ),
+        ));
+    }
+    Ok(key)
 }
 
 /// The bucket of a write whose bytes go to objects.
