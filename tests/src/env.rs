@@ -32,14 +32,24 @@ pub enum KvKind {
     Redis,
 }
 
+/// Where the app keeps file bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    /// Chunks in the key-value store (the app's default).
+    Kv,
+    /// An S3 bucket: a throwaway `s3s-fs` per app start ([`S3Server`]).
+    S3,
+}
+
 /// What the app's end-to-end suites run on, read once from the environment:
 /// `DOWNLINK_TEST_HOST` = `devhost` (default) | `spin`, `DOWNLINK_TEST_KV` = `sqlite` (default) |
-/// `redis`. Only [`DevHost::selected`] (and so [`app_builder`] / [`TestApp`]) follows it;
+/// `redis`, `DOWNLINK_TEST_STORAGE` = `kv` (default) | `s3`. Only [`DevHost::selected`] (and so [`app_builder`] / [`TestApp`]) follows it;
 /// [`DevHost::builder`] is always the dev host on SQLite (the dev host's own tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TestEnv {
     pub host: HostKind,
     pub kv: KvKind,
+    pub storage: StorageKind,
 }
 
 /// The selection (see [`TestEnv`]); panics on a value it does not know.
@@ -58,8 +68,18 @@ pub fn test_env() -> TestEnv {
             Some("redis") => KvKind::Redis,
             Some(other) => panic!("DOWNLINK_TEST_KV={other:?}: expected `sqlite` or `redis`"),
         };
-        TestEnv { host, kv }
+        let storage = match read("DOWNLINK_TEST_STORAGE").as_deref() {
+            None | Some("kv") => StorageKind::Kv,
+            Some("s3") => StorageKind::S3,
+            Some(other) => panic!("DOWNLINK_TEST_STORAGE={other:?}: expected `kv` or `s3`"),
+        };
+        TestEnv { host, kv, storage }
     })
+}
+
+/// Do the app's file bytes live in a bucket ([`TestEnv::storage`])?
+pub fn bytes_in_bucket() -> bool {
+    test_env().storage == StorageKind::S3
 }
 
 /// Do the app's suites run under real Spin ([`TestEnv::host`])?

@@ -23,6 +23,9 @@ pub struct DevHostBuilder {
     runtime_config: Option<PathBuf>,
     /// The Redis server of a [`HostState`] (its URL and port), instead of a fresh one.
     redis: Option<(String, u16)>,
+    storage: StorageKind,
+    /// The app variables of a [`HostState`]'s S3 server, instead of a fresh one.
+    s3: Option<Vec<(&'static str, String)>>,
 }
 
 pub(crate) enum StateDir {
@@ -62,13 +65,20 @@ impl std::fmt::Display for StartupFailure {
 pub struct HostState {
     dir: TempDir,
     redis: Option<RedisServer>,
+    s3: Option<S3Server>,
 }
 
 impl HostState {
     /// A fresh one for the selected store ([`test_env`]).
     pub fn new(prefix: &str) -> HostState {
         let redis = (test_env().kv == KvKind::Redis).then(|| RedisServer::start_for_app(prefix));
-        HostState { dir: tempdir(prefix), redis }
+        let s3 = (test_env().storage == StorageKind::S3).then(|| S3Server::start(prefix));
+        HostState { dir: tempdir(prefix), redis, s3 }
+    }
+
+    /// The S3 server holding the app's file bytes, under `DOWNLINK_TEST_STORAGE=s3`.
+    pub fn s3(&self) -> Option<&S3Server> {
+        self.s3.as_ref()
     }
 
     pub fn path(&self) -> &Path {
@@ -118,6 +128,7 @@ impl DevHostBuilder {
     pub fn state(mut self, state: &HostState) -> Self {
         self.state_dir = StateDir::Given(state.path().to_path_buf());
         self.redis = state.redis.as_ref().map(|r| (r.url(), r.port()));
+        self.s3 = state.s3.as_ref().map(S3Server::app_variables);
         self
     }
 
@@ -195,6 +206,26 @@ impl DevHostBuilder {
             Some(KvStore::Sqlite(dir.join("sqlite_key_value.db")))
         };
 
+        // File bytes in a bucket when selected: the state's S3 server, else a fresh one. Its
+        // variables go first, so a test's own `--variable`s still win.
+        let mut s3_owned = None;
+        let s3_variables = match (self.storage, &self.s3) {
+            (StorageKind::Kv, _) => Vec::new(),
+            (StorageKind::S3, Some(shared)) => shared.clone(),
+            (StorageKind::S3, None) => {
+                let server = S3Server::start("app start");
+                let variables = server.app_variables();
+                s3_owned = Some(server);
+                variables
+            }
+        };
+        let mut args: Vec<String> = Vec::new();
+        for (name, value) in &s3_variables {
+            args.push("--variable".into());
+            args.push(format!("{name}={value}"));
+        }
+        args.extend(self.args.iter().cloned());
+
         // The dev host binds 127.0.0.1:0 and prints the port; Spin gets a free port picked here
         // (retried when something else took it meanwhile).
         let attempts = match self.host {
@@ -208,7 +239,7 @@ impl DevHostBuilder {
                 HostKind::DevHost => "127.0.0.1:0".to_string(),
                 HostKind::Spin => format!("127.0.0.1:{}", free_port()),
             };
-            match self.launch(&bin, &listen, state_path.as_deref(), rtc_path.as_deref()) {
+            match self.launch(&bin, &listen, &args, state_path.as_deref(), rtc_path.as_deref()) {
                 Ok(launched) => break launched,
                 Err(failure) if attempt < attempts && failure.is_port_clash() => {
                     eprintln!("{}: {listen} was taken, retrying on another port", self.host);
@@ -230,6 +261,7 @@ impl DevHostBuilder {
             threads: launched.threads,
             agent: client(),
             _redis: redis_owned,
+            s3: s3_owned,
             _runtime_config: rtc_written,
         })
     }
@@ -240,6 +272,7 @@ impl DevHostBuilder {
         &self,
         bin: &Path,
         listen: &str,
+        args: &[String],
         state: Option<&Path>,
         runtime_config: Option<&Path>,
     ) -> Result<Launched, StartupFailure> {
@@ -251,7 +284,7 @@ impl DevHostBuilder {
         if let Some(rtc) = runtime_config {
             cmd.arg("--runtime-config-file").arg(rtc);
         }
-        cmd.args(&self.args);
+        cmd.args(args);
         // Hermetic: no SPIN_VARIABLE_* (nor Spin's own settings) from the outer environment.
         for (key, _) in std::env::vars_os() {
             let name = key.to_string_lossy();
@@ -550,6 +583,8 @@ pub struct DevHost {
     agent: ureq::Agent,
     /// The Redis server of this start (declared after `child`: dropped after the host is gone).
     _redis: Option<RedisServer>,
+    /// The S3 server this start got of its own (a [`HostState`]'s is the state's).
+    s3: Option<S3Server>,
     _runtime_config: Option<RuntimeConfigFile>,
 }
 
@@ -584,6 +619,8 @@ impl DevHost {
             state_dir: StateDir::Fresh,
             runtime_config: None,
             redis: None,
+            storage: StorageKind::Kv,
+            s3: None,
         }
     }
 
@@ -591,7 +628,7 @@ impl DevHost {
     /// `spin up`, SQLite or Redis.
     pub fn selected(manifest: impl AsRef<Path>) -> DevHostBuilder {
         let env = test_env();
-        DevHostBuilder { host: env.host, kv: env.kv, ..DevHost::builder(manifest) }
+        DevHostBuilder { host: env.host, kv: env.kv, storage: env.storage, ..DevHost::builder(manifest) }
     }
 
     /// Start with the given extra arguments; panics (with the dev host's output) on failure.
@@ -606,6 +643,12 @@ impl DevHost {
     /// Which host this is.
     pub fn kind(&self) -> HostKind {
         self.kind
+    }
+
+    /// The S3 server this host started with, under `DOWNLINK_TEST_STORAGE=s3` (a
+    /// [`HostState`]'s server is [`HostState::s3`]).
+    pub fn s3(&self) -> Option<&S3Server> {
+        self.s3.as_ref()
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -15,8 +15,8 @@
 //!   `redis-server` when one is installed.
 //!
 //! Modules, all re-exported at the root: [`paths`] (workspace, binaries, fixtures, temp dirs),
-//! [`env`] (which host and store), [`host`] (the host process), [`kv`] (the app's store seen
-//! directly), [`http`] (client helpers), [`redis`], [`origin`] (test data and the origin),
+//! [`env`] (which host, store and bytes backend), [`host`] (the host process), [`kv`] (the app's store seen
+//! directly), [`http`] (client helpers), [`redis`], [`s3`] (a throwaway S3 server), [`origin`] (test data and the origin),
 //! [`app`] (the real app and a suite's principals), [`expect`] (response checks).
 //!
 //! Nothing here talks to anything but 127.0.0.1.
@@ -33,6 +33,7 @@ pub mod kv;
 pub mod origin;
 pub mod paths;
 pub mod redis;
+pub mod s3;
 
 pub use app::*;
 pub use env::*;
@@ -43,6 +44,7 @@ pub use kv::*;
 pub use origin::*;
 pub use paths::*;
 pub use redis::*;
+pub use s3::*;
 
 #[cfg(test)]
 mod tests {

@@ -1415,6 +1415,12 @@ fn killed_host_leaves_a_failed_record_not_a_stuck_one() {
 /// runtime config: the file record below lands there).
 #[test]
 fn host_block_networks_refusal_is_domain_blocked() {
+    if bytes_in_bucket() {
+        // `block_networks = ["private"]` also blocks the test's S3 server on 127.0.0.1: a real
+        // deployment with a private bucket endpoint cannot use it either (README).
+        eprintln!("skipped with DOWNLINK_TEST_STORAGE=s3: the test's bucket is on loopback");
+        return;
+    }
     let origin = TestOrigin::start(vec![("/rebound.bin", Route::ok(b"must not arrive".to_vec()))]);
     let dir = tempdir("dl-block-networks");
     let rtc = dir.path().join("runtime-config.toml");

@@ -463,6 +463,15 @@ fn traversal_and_invalid_paths_are_rejected_and_nothing_is_written() {
 #[test]
 fn path_length_limits() {
     let app = App::start();
+    if bytes_in_bucket() {
+        // s3s-fs names a metadata file after the base64 of each key, so keys over ~180 bytes
+        // fail there (a limit of the test server; S3 takes 1024-byte keys). The limits are the
+        // same: a 1025-byte path is refused before the bucket is asked.
+        eprintln!("long keys skipped with DOWNLINK_TEST_STORAGE=s3 (s3s-fs file-name limit)");
+        let over = format!("len/{}/{}/{}/{}", "a".repeat(255), "b".repeat(255), "c".repeat(255), "e".repeat(253));
+        expect_error(&app.put(&format!("/{over}"), b"1025"), 400, "INVALID_PATH", "PUT a 1025-byte path");
+        return;
+    }
     // A 255-byte segment is fine, 256 is not (bytes, not characters).
     let ok_segment = "s".repeat(255);
     upload(&app, &format!("/len/{ok_segment}"), &format!("len/{ok_segment}"), b"255", 201);
@@ -601,6 +610,12 @@ fn range_requests() {
 #[test]
 fn verify_reads_checks_whole_files_against_the_crc_recorded_at_write_time() {
     // Bytes changed behind the app's back, same length: only the CRC can tell.
+    if bytes_in_bucket() {
+        // An object changed behind its record is refused by the ETag the record keeps, CRC or
+        // not (core test `bytes_replaced_behind_the_record_are_never_served_as_its`).
+        eprintln!("skipped with DOWNLINK_TEST_STORAGE=s3: chunks are a KV-backend layout");
+        return;
+    }
     let data = pseudo_random_bytes(41, 3 * MIB + 17);
     for verify in [false, true] {
         let builder = app_builder(SUITE, TOKENS).variable("verify_reads", if verify { "true" } else { "false" });
@@ -1290,6 +1305,22 @@ fn kv_usage(app: &App) -> (u64, Vec<(String, usize)>) {
 }
 
 #[test]
+fn a_wrong_bucket_secret_is_a_clear_error_naming_the_variables() {
+    if !bytes_in_bucket() {
+        eprintln!("skipped: runs with DOWNLINK_TEST_STORAGE=s3");
+        return;
+    }
+    let app = App(TestApp::start(SUITE, TOKENS, &[("s3_secret_access_key", "not-the-secret")], CLIENT_TIMEOUT));
+    let resp = app.put("/wrong/secret.txt", b"x");
+    expect_error(&resp, 500, "STORAGE_ERROR", "PUT with a wrong S3 secret");
+    let message = resp.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("SignatureDoesNotMatch"), "{message}");
+    assert!(message.contains("s3_access_key_id") && message.contains("s3_secret_access_key"), "{message}");
+    assert!(!message.contains("not-the-secret"), "the secret leaked: {message}");
+    expect_error(&app.get("/wrong/secret.txt"), 404, "NOT_FOUND", "nothing was recorded");
+}
+
+#[test]
 fn overwrites_deletes_and_aborted_uploads_leave_no_stored_garbage() {
     let app = App::start();
     // Overwrite big with small, and small with big.
@@ -1310,6 +1341,14 @@ fn overwrites_deletes_and_aborted_uploads_leave_no_stored_garbage() {
     }
     thread::sleep(Duration::from_millis(500));
 
+    if let Some(s3) = app.host.s3() {
+        // In a bucket: an upload that broke off after a whole part aborts its multipart upload.
+        abandoned_upload(&app, "/g/abandoned-parts.bin", 20 * MIB, 10 * MIB);
+        let aborted = poll_until(Duration::from_secs(10), || (s3.pending_uploads() == 0).then_some(()));
+        assert!(aborted.is_some(), "{} multipart uploads left pending", s3.pending_uploads());
+        assert_eq!(s3.keys(), [format!("{TEST_PREFIX}g/grow.bin"), format!("{TEST_PREFIX}g/shrink.bin")]);
+        assert_eq!(s3.object(&format!("{TEST_PREFIX}g/shrink.bin")).unwrap(), b"small", "a plain object");
+    }
     let live = 5 + 2 * MIB as u64;
     let (stored, rows) = kv_usage(&app);
     assert!(

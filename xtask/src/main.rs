@@ -213,6 +213,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .env("DEVHOST_BIN", &devhost)
         .env("DOWNLINK_TEST_HOST", "devhost")
         .env("DOWNLINK_TEST_KV", "sqlite")
+        .env("DOWNLINK_TEST_STORAGE", "kv")
         .arg("test")
         .args(extra);
     // The other combinations run even when this one fails: CI then reports all of them.
@@ -227,12 +228,15 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 /// store (`compat` pins what real Spin's stores do to the app).
 const E2E_PACKAGE: &str = "downlink-e2e";
 const E2E_SUITES: &[&str] = &["files", "downloads", "multi", "admin", "compat"];
+/// The suites that move file bytes, run again with the bytes in an S3 bucket (`s3s-fs`).
+const E2E_BYTES_SUITES: &[&str] = &["files", "downloads", "multi"];
 
 /// After the full run (dev host, SQLite), the app's end-to-end suites again on the other
 /// host/store combinations: dev host + Redis, then (with a Spin CLI, `spin`) Spin + SQLite and
-/// Spin + Redis. Every combination runs; any failure (`full_ok`: the full run's) fails the
-/// command. Without `redis-server` the Redis runs are skipped, except under CI (`CI` set), where
-/// that is a failure. Arguments after `--` in `extra` (test filters, `--nocapture`, ...) apply
+/// Spin + Redis; and the suites that move file bytes with the bytes in an S3 bucket (`s3s-fs`)
+/// on the dev host + SQLite and on Spin + Redis. Every combination runs; any failure (`full_ok`: the full run's) fails the
+/// command. Without `redis-server` (or `s3s-fs`) those runs are skipped, except under CI (`CI`
+/// set), where that is a failure. Arguments after `--` in `extra` (test filters, `--nocapture`, ...) apply
 /// to these runs too.
 fn e2e_matrix(root: &Path, devhost: &Path, spin: Option<&Path>, extra: &[String], full_ok: bool) -> Result<()> {
     let test_args: &[String] = match extra.iter().position(|a| a == "--") {
@@ -253,49 +257,75 @@ fn e2e_matrix(root: &Path, devhost: &Path, spin: Option<&Path>, extra: &[String]
             eprintln!("xtask: Redis runs: skipped (redis-server not on PATH; under CI this fails)");
         }
     }
-    let mut combos: Vec<(&str, &str)> = Vec::new();
+    let s3 = s3s_fs_available();
+    if !s3 {
+        if ci {
+            eprintln!("xtask: FAILED: s3s-fs is not installed, and CI is set: install it (see .ci/run)");
+            failed.push("S3 (s3s-fs not installed, CI set)".to_string());
+        } else {
+            eprintln!(
+                "xtask: S3 runs: skipped (no s3s-fs; cargo install s3s-fs --version 0.14.1 --locked --features binary)"
+            );
+        }
+    }
+    // (host, key-value store, where file bytes live)
+    let mut combos: Vec<(&str, &str, &str)> = Vec::new();
     if redis {
-        combos.push(("devhost", "redis"));
+        combos.push(("devhost", "redis", "kv"));
+    }
+    if s3 {
+        combos.push(("devhost", "sqlite", "s3"));
     }
     match spin {
         Some(bin) => {
             eprintln!("xtask: real Spin: {}", bin.display());
-            combos.push(("spin", "sqlite"));
+            combos.push(("spin", "sqlite", "kv"));
             if redis {
-                combos.push(("spin", "redis"));
+                combos.push(("spin", "redis", "kv"));
+            }
+            if s3 {
+                // Redis records, bytes in a bucket: the shape of a scaled-out deployment.
+                combos.push(("spin", if redis { "redis" } else { "sqlite" }, "s3"));
             }
         }
         None => eprintln!("xtask: real Spin: skipped (set SPIN_BIN or put spin on PATH)"),
     }
+    let label = |host: &str, kv: &str, bytes: &str| match bytes {
+        "kv" => format!("{host} + {kv}"),
+        _ => format!("{host} + {kv} + {bytes}"),
+    };
 
-    for (host, kv) in &combos {
+    for (host, kv, bytes) in &combos {
         let mut cmd = cargo();
         cmd.current_dir(root)
             .env("DEVHOST_BIN", devhost)
             .env("DOWNLINK_TEST_HOST", host)
             .env("DOWNLINK_TEST_KV", kv)
+            .env("DOWNLINK_TEST_STORAGE", bytes)
             // Every suite runs even when one fails: the report then covers all of them.
             .args(["test", "--no-fail-fast", "-p", E2E_PACKAGE]);
         if let Some(bin) = spin {
             cmd.env("SPIN_BIN", bin);
         }
-        for suite in E2E_SUITES {
+        let suites = if *bytes == "kv" { E2E_SUITES } else { E2E_BYTES_SUITES };
+        for suite in suites {
             cmd.args(["--test", suite]);
         }
         if !test_args.is_empty() {
             cmd.arg("--").args(test_args);
         }
-        eprintln!("xtask: == end-to-end suites on {host} + {kv}");
+        let name = label(host, kv, bytes);
+        eprintln!("xtask: == end-to-end suites on {name}");
         if let Err(e) = run(cmd) {
-            eprintln!("xtask: FAILED: end-to-end suites on {host} + {kv}: {e:#}");
-            failed.push(format!("{host} + {kv}"));
+            eprintln!("xtask: FAILED: end-to-end suites on {name}: {e:#}");
+            failed.push(name);
         }
     }
     let mut summary = vec![format!("devhost + sqlite (full run): {}", if full_ok { "ok" } else { "FAILED" })];
-    for (host, kv) in &combos {
-        let label = format!("{host} + {kv}");
-        let verdict = if failed.contains(&label) { "FAILED" } else { "ok" };
-        summary.push(format!("{label}: {verdict}"));
+    for (host, kv, bytes) in &combos {
+        let name = label(host, kv, bytes);
+        let verdict = if failed.contains(&name) { "FAILED" } else { "ok" };
+        summary.push(format!("{name}: {verdict}"));
     }
     if spin.is_none() {
         summary.push("real Spin: skipped (set SPIN_BIN or put spin on PATH)".into());
@@ -303,11 +333,23 @@ fn e2e_matrix(root: &Path, devhost: &Path, spin: Option<&Path>, extra: &[String]
     if !redis {
         summary.push("Redis: skipped (redis-server not on PATH)".into());
     }
+    if !s3 {
+        summary.push("S3: skipped (s3s-fs not installed)".into());
+    }
     eprintln!("xtask: end-to-end results:\n  {}", summary.join("\n  "));
     if !failed.is_empty() {
         bail!("end-to-end suites failed on: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// `s3s-fs` where the harness looks for it (`$S3S_FS_BIN`, PATH, `~/.cargo/bin`).
+fn s3s_fs_available() -> bool {
+    if let Some(bin) = std::env::var_os("S3S_FS_BIN") {
+        return Path::new(&bin).is_file();
+    }
+    find_on_path("s3s-fs").is_some()
+        || std::env::var_os("HOME").is_some_and(|home| Path::new(&home).join(".cargo/bin/s3s-fs").is_file())
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {

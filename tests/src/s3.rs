@@ -1,0 +1,140 @@
+//! A throwaway S3-compatible server (`s3s-fs`, which checks SigV4 signatures) for the app's
+//! object-storage backend, and the variables that point the app at it.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::*;
+
+/// The bucket every test server holds.
+pub const TEST_BUCKET: &str = "downlink";
+/// The key prefix the app is given (so tests also prove the prefix is honoured).
+pub const TEST_PREFIX: &str = "files/";
+const ACCESS_KEY: &str = "downlink-test";
+const SECRET_KEY: &str = "downlink-test-secret";
+
+/// `s3s-fs`: `$S3S_FS_BIN`, else on PATH, else `~/.cargo/bin/s3s-fs` (where `cargo install`
+/// puts it).
+pub fn s3s_fs_bin() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("S3S_FS_BIN") {
+        return Some(PathBuf::from(bin));
+    }
+    find_on_path("s3s-fs").or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        Some(Path::new(&home).join(".cargo/bin/s3s-fs")).filter(|p| p.is_file())
+    })
+}
+
+/// An `s3s-fs` on 127.0.0.1 serving a temp directory; killed (and the directory removed) on drop.
+pub struct S3Server {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl S3Server {
+    /// Starts one with the [`TEST_BUCKET`]; panics when `s3s-fs` is not installed (S3 was
+    /// asked for: `cargo install s3s-fs --version 0.14.1 --locked --features binary`).
+    pub fn start(what: &str) -> S3Server {
+        let bin = s3s_fs_bin().unwrap_or_else(|| {
+            panic!(
+                "{what}: DOWNLINK_TEST_STORAGE=s3, but s3s-fs is not installed \
+                 (cargo install s3s-fs --version 0.14.1 --locked --features binary)"
+            )
+        });
+        let dir = tempdir("s3");
+        // s3s-fs keeps a bucket as a directory.
+        std::fs::create_dir(dir.path().join(TEST_BUCKET)).expect("create the bucket directory");
+        for _attempt in 0..3 {
+            let port = free_port();
+            let mut child = Command::new(&bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{what}: cannot spawn {}: {e}", bin.display()));
+            let ready = poll_until(Duration::from_secs(10), || {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return Some(false);
+                }
+                TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(true)
+            });
+            if ready == Some(true) {
+                return S3Server { child, port, dir };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("{what}: s3s-fs did not come up");
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The app variables that store file bytes here.
+    pub fn app_variables(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("storage_backend", "s3".into()),
+            ("s3_endpoint", self.endpoint()),
+            ("s3_region", "us-east-1".into()),
+            ("s3_bucket", TEST_BUCKET.into()),
+            ("s3_access_key_id", ACCESS_KEY.into()),
+            ("s3_secret_access_key", SECRET_KEY.into()),
+            ("s3_path_style", "true".into()),
+            ("s3_prefix", TEST_PREFIX.into()),
+        ]
+    }
+
+    /// The bytes of the object at `key` (as s3s-fs keeps it: a file under the bucket).
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.path().join(TEST_BUCKET).join(key)).ok()
+    }
+
+    /// Multipart uploads neither completed nor aborted (s3s-fs keeps their parts as
+    /// `.upload_id-<id>.part-<n>` files at its root).
+    pub fn pending_uploads(&self) -> usize {
+        let mut ids = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = name.strip_prefix(".upload_id-") {
+                ids.insert(rest.split(".part-").next().unwrap_or_default().to_owned());
+            }
+        }
+        ids.len()
+    }
+
+    /// Every object key in the bucket, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(root, &path, out);
+                } else if let Ok(relative) = path.strip_prefix(root) {
+                    out.push(relative.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let root = self.dir.path().join(TEST_BUCKET);
+        let mut keys = Vec::new();
+        walk(&root, &root, &mut keys);
+        // s3s-fs keeps multipart parts in hidden files beside the objects.
+        keys.retain(|key| !key.split('/').any(|segment| segment.starts_with('.')));
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
