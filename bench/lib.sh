@@ -25,6 +25,7 @@ WORK=""
 DEVHOST_PID=""
 DUFS_PID=""
 ORIGIN_PID=""
+S3_PID=""
 SAMPLER_PID=""
 
 log() { echo "==> $*" >&2; }
@@ -82,6 +83,7 @@ bench_cleanup() {
     stop_pid "$SAMPLER_PID"
     stop_pid "$DUFS_PID"
     stop_pid "$ORIGIN_PID"
+    stop_pid "$S3_PID"
     stop_pid "$DEVHOST_PID"
     if [[ -n "$WORK" ]]; then
         if [[ "$KEEP_TMP" == 1 ]]; then
