@@ -47,34 +47,13 @@ dufs_serve() {
 }
 dufs_serve
 
-# put URL [curl args]: uploads $FILE, prints MB/s; dies unless 200/201 with every byte sent.
-put() {
-    local url=$1 code t bytes
-    shift
-    read -r code t bytes < <(curl -sS --max-time "$CURL_MAX_TIME" -H 'Expect:' "$@" -T "$FILE" \
-        -o "$WORK/put.out" -w '%{http_code} %{time_total} %{size_upload}\n' "$url")
-    [[ "$code" == 201 || "$code" == 200 ]] || { cat "$WORK/put.out" >&2; tail -n 20 "$WORK/devhost.err" >&2; die "PUT $url answered $code"; }
-    [[ "$bytes" == "$SIZE" ]] || die "PUT $url sent $bytes of $SIZE bytes"
-    mbps "$SIZE" "$t"
-}
-
-# get URL [curl args]: downloads to /dev/null, prints MB/s; dies unless 200 with every byte.
-get() {
-    local url=$1 code t bytes
-    shift
-    read -r code t bytes < <(curl -sS --max-time "$CURL_MAX_TIME" "$@" -o /dev/null \
-        -w '%{http_code} %{time_total} %{size_download}\n' "$url")
-    [[ "$code" == 200 && "$bytes" == "$SIZE" ]] || die "GET $url answered $code with $bytes of $SIZE bytes"
-    mbps "$SIZE" "$t"
-}
-
 OURS_UP=() DUFS_UP=() OURS_GET=() DUFS_GET=()
 for round in $(seq 1 "$ROUNDS"); do
     sync
-    DUFS_UP+=("$(put "http://127.0.0.1:$DUFS_PORT/data-$round.bin")")
-    OURS_UP+=("$(put "$BASE/bench/data-$round.bin" -H "$AUTH")")
-    DUFS_GET+=("$(get "http://127.0.0.1:$DUFS_PORT/data-$round.bin")")
-    OURS_GET+=("$(get "$BASE/bench/data-$round.bin" -H "$AUTH")")
+    DUFS_UP+=("$(put_file "http://127.0.0.1:$DUFS_PORT/data-$round.bin" "$FILE")")
+    OURS_UP+=("$(put_file "$BASE/bench/data-$round.bin" "$FILE" -H "$AUTH")")
+    DUFS_GET+=("$(get_all "http://127.0.0.1:$DUFS_PORT/data-$round.bin" "$SIZE")")
+    OURS_GET+=("$(get_all "$BASE/bench/data-$round.bin" "$SIZE" -H "$AUTH")")
     log "round $round: upload ours ${OURS_UP[-1]} / dufs ${DUFS_UP[-1]} MB/s; GET ours ${OURS_GET[-1]} / dufs ${DUFS_GET[-1]} MB/s"
 done
 

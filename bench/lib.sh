@@ -276,3 +276,27 @@ report_start() {
     printf '|%s|%s|\n' "$(printf '%*s' "$(($1 + 2))" '' | tr ' ' -)" "$(printf '%*s' "$(($2 + 2))" '' | tr ' ' -)"
 }
 report_row() { printf "$REPORT_FORMAT" "$1" "$2"; }
+
+# put_file URL FILE [curl args]: uploads FILE with `curl -T`, prints MB/s; dies unless 200/201
+# with every byte sent.
+put_file() {
+    local url=$1 file=$2 code t bytes size
+    shift 2
+    size=$(stat -c %s "$file")
+    read -r code t bytes < <(curl -sS --max-time "$CURL_MAX_TIME" -H 'Expect:' "$@" -T "$file" \
+        -o "$WORK/put.out" -w '%{http_code} %{time_total} %{size_upload}\n' "$url")
+    [[ "$code" == 201 || "$code" == 200 ]] || { cat "$WORK/put.out" >&2; tail -n 20 "$WORK/devhost.err" >&2 || true; die "PUT $url answered $code"; }
+    [[ "$bytes" == "$size" ]] || die "PUT $url sent $bytes of $size bytes"
+    mbps "$size" "$t"
+}
+
+# get_all URL SIZE [curl args]: downloads to /dev/null, prints MB/s; dies unless 200 with SIZE
+# bytes.
+get_all() {
+    local url=$1 size=$2 code t bytes
+    shift 2
+    read -r code t bytes < <(curl -sS --max-time "$CURL_MAX_TIME" "$@" -o /dev/null \
+        -w '%{http_code} %{time_total} %{size_download}\n' "$url")
+    [[ "$code" == 200 && "$bytes" == "$size" ]] || die "GET $url answered $code with $bytes of $size bytes"
+    mbps "$size" "$t"
+}

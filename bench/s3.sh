@@ -61,35 +61,13 @@ print(s3.generate_presigned_url(op, Params={"Bucket": "bench", "Key": key}, Expi
 PY
 }
 
-# put URL FILE [curl args]: uploads FILE, prints MB/s.
-put() {
-    local url=$1 file=$2 code t bytes size
-    shift 2
-    size=$(stat -c %s "$file")
-    read -r code t bytes < <(curl -sS --max-time "$CURL_MAX_TIME" -H 'Expect:' "$@" -T "$file" \
-        -o "$WORK/put.out" -w '%{http_code} %{time_total} %{size_upload}\n' "$url")
-    [[ "$code" == 201 || "$code" == 200 ]] || { cat "$WORK/put.out" >&2; die "PUT answered $code"; }
-    [[ "$bytes" == "$size" ]] || die "PUT sent $bytes of $size bytes"
-    mbps "$size" "$t"
-}
-
-# get URL [curl args]: downloads to /dev/null, prints MB/s.
-get() {
-    local url=$1 code t bytes
-    shift
-    read -r code t bytes < <(curl -sS --max-time "$CURL_MAX_TIME" "$@" -o /dev/null \
-        -w '%{http_code} %{time_total} %{size_download}\n' "$url")
-    [[ "$code" == 200 && "$bytes" == "$SIZE" ]] || die "GET answered $code with $bytes of $SIZE bytes"
-    mbps "$SIZE" "$t"
-}
-
 OURS_UP=() DIRECT_UP=() OURS_GET=() DIRECT_GET=()
 for round in $(seq 1 "$ROUNDS"); do
     sync
-    DIRECT_UP+=("$(put "$(presign PUT "direct/data-$round.bin")" "$FILE")")
-    OURS_UP+=("$(put "$BASE/bench/data-$round.bin" "$FILE" -H "$AUTH")")
-    DIRECT_GET+=("$(get "$(presign GET "direct/data-$round.bin")")")
-    OURS_GET+=("$(get "$BASE/bench/data-$round.bin" -H "$AUTH")")
+    DIRECT_UP+=("$(put_file "$(presign PUT "direct/data-$round.bin")" "$FILE")")
+    OURS_UP+=("$(put_file "$BASE/bench/data-$round.bin" "$FILE" -H "$AUTH")")
+    DIRECT_GET+=("$(get_all "$(presign GET "direct/data-$round.bin")" "$SIZE")")
+    OURS_GET+=("$(get_all "$BASE/bench/data-$round.bin" "$SIZE" -H "$AUTH")")
     log "round $round: upload ours ${OURS_UP[-1]} / direct ${DIRECT_UP[-1]} MB/s; GET ours ${OURS_GET[-1]} / direct ${DIRECT_GET[-1]} MB/s"
 done
 SHA_DOWN=$(curl -sS --fail --max-time "$CURL_MAX_TIME" -H "$AUTH" "$BASE/bench/data-1.bin" | sha256sum | cut -d' ' -f1)
@@ -101,7 +79,7 @@ mkdir -p "$WORK/set"
 ZIP_TOTAL=0
 for i in $(seq 1 "$ZIP_FILES"); do
     head -c "$((ZIP_MB * 1024 * 1024))" /dev/urandom >"$WORK/set/f$i.bin"
-    put "$BASE/bench/set/f$i.bin" "$WORK/set/f$i.bin" -H "$AUTH" >/dev/null
+    put_file "$BASE/bench/set/f$i.bin" "$WORK/set/f$i.bin" -H "$AUTH" >/dev/null
     ZIP_TOTAL=$((ZIP_TOTAL + $(stat -c %s "$WORK/set/f$i.bin")))
 done
 PREPARE=$(curl -sS --max-time 60 -H "$AUTH" -H 'content-type: application/json' \
