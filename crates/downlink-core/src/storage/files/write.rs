@@ -110,7 +110,7 @@ enum ByteSink {
     },
     /// Parts of one object in the bucket: a single put if the file fits one part, else a
     /// multipart upload started by the first full part.
-    Object { key: String, content_type: String, upload: Option<PendingUpload>, parts: Vec<UploadedPart> },
+    Object { key: String, upload: Option<PendingUpload>, parts: Vec<UploadedPart> },
 }
 
 impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
@@ -146,12 +146,9 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
         let name = path.file_name().unwrap_or_default();
         let content_type = options.content_type.unwrap_or_else(|| content_type_for(name).to_owned());
         let sink = match objects {
-            Some(objects) => ByteSink::Object {
-                key: object_key_within_limit(objects, &path)?,
-                content_type: content_type.clone(),
-                upload: None,
-                parts: Vec::new(),
-            },
+            Some(objects) => {
+                ByteSink::Object { key: object_key_within_limit(objects, &path)?, upload: None, parts: Vec::new() }
+            }
             None => {
                 let per_batch = options.chunks_per_batch.max(1);
                 ByteSink::Chunks { attempted: 0, batch: Vec::with_capacity(per_batch), per_batch }
@@ -246,16 +243,15 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
     /// Stores a full part of the object, starting the multipart upload with the first.
     fn queue_part(&mut self, index: u64, bytes: &[u8]) -> Result<(), ApiError> {
         let objects = bucket(self.storage)?;
-        let ByteSink::Object { key, content_type, upload, .. } = &self.sink else {
+        let ByteSink::Object { key, upload, .. } = &mut self.sink else {
             return Ok(());
         };
         let pending = match upload {
             Some(pending) => pending.clone(),
             None => {
-                let pending = objects.create_upload(key, content_type)?;
-                if let ByteSink::Object { upload, .. } = &mut self.sink {
-                    *upload = Some(pending.clone());
-                }
+                let pending = objects.create_upload(key, &self.content_type)?;
+                // Kept at once, so a failure from here on aborts it.
+                *upload = Some(pending.clone());
                 // In the marker, so whoever reclaims an abandoned write can abort the upload.
                 self.marker.upload = Some(pending.clone());
                 self.refresh_marker(self.marker.touched)?;
@@ -322,19 +318,18 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
         last_chunk: Option<crate::blob::Chunk>,
         condition: &PutCondition,
     ) -> Result<Option<ObjectLocation>, ApiError> {
-        if let ByteSink::Chunks { .. } = self.sink {
+        let ByteSink::Object { key, upload, parts } = &mut self.sink else {
             if let Some(last) = last_chunk {
                 self.queue_chunk(last.index, last.bytes)?;
             }
             self.store_batch()?;
             return Ok(None);
-        }
-        let ByteSink::Object { key, content_type, upload, parts } = &mut self.sink else { unreachable!() };
+        };
         let objects = bucket(self.storage)?;
         let outcome = match upload {
             None => {
                 let bytes = last_chunk.map(|chunk| chunk.bytes).unwrap_or_default();
-                objects.put(key, content_type, &bytes, condition)?
+                objects.put(key, &self.content_type, &bytes, condition)?
             }
             Some(pending) => {
                 if let Some(last) = last_chunk {
