@@ -949,6 +949,67 @@ fn twenty_concurrent_uploads_into_one_directory() {
     assert_eq!(app.names("/"), vec!["conc".to_string()]);
 }
 
+#[test]
+fn a_directory_of_many_index_pages_lists_in_pages_and_deletes_whole() {
+    let app = App::start();
+    // Past one index page (1,000 entries), uploaded by 8 clients at once so pages split while
+    // others insert.
+    const N: usize = 1_200;
+    const CLIENTS: usize = 8;
+    let name = |i: usize| format!("f-{:04}.txt", (i * 7919) % N);
+    thread::scope(|scope| {
+        for client in 0..CLIENTS {
+            let app = &app;
+            scope.spawn(move || {
+                let agent = client_with_timeout(CLIENT_TIMEOUT);
+                let auth = format!("Bearer {}", token_for(ALICE));
+                for i in (client..N).step_by(CLIENTS) {
+                    let url = app.host.url(&format!("/many/{}", name(i)));
+                    let resp = http_request(&agent, "PUT", &url, &[("Authorization", &auth)], b"x")
+                        .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+                    expect_status(&resp, 201, &format!("PUT {url}"));
+                }
+            });
+        }
+    });
+    let expected: Vec<String> = (0..N).map(|i| format!("f-{i:04}.txt")).collect();
+    assert_eq!(app.names("/many/"), expected, "the whole listing");
+
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let query = match &cursor {
+            None => "limit=500".to_string(),
+            Some(after) => format!("limit=500&cursor={}", encode(after)),
+        };
+        let page = app.list(&format!("/many/?{query}"));
+        pages += 1;
+        paged.extend(page["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+        assert!(pages < 10, "the cursor does not advance: {page}");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(paged, expected, "pages of 500 together");
+
+    for bad in ["limit=0", "limit=lots", "limit=10001", "cursor=a/b"] {
+        let resp = app.get(&format!("/many/?{bad}"));
+        expect_error(&resp, 400, "INVALID_REQUEST", &format!("GET /many/?{bad}"));
+    }
+    let head = app.head("/many/");
+    expect_status(&head, 200, "HEAD /many/");
+    assert!(head.body.is_empty(), "HEAD /many/ has a body");
+
+    let deleted = app.delete("/many/");
+    expect_status(&deleted, 200, "DELETE /many/");
+    assert_eq!(deleted.json()["deleted_files"], json!(N));
+    expect_status(&app.get("/many/"), 404, "GET /many/ after deleting it");
+    assert!(app.names("/").is_empty());
+}
+
 /// Send a PUT that declares `declared` bytes, send `sent` of them, then hang up.
 fn abandoned_upload(app: &App, path: &str, declared: usize, sent: usize) {
     let mut stream = TcpStream::connect_timeout(&app.host.addr(), HTTP_TIMEOUT).expect("connect");

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use downlink_core::blob::{dir_index_key, meta_key};
-use downlink_core::meta::{DirIndex, EntryKind, FileMeta};
+use downlink_core::meta::{DirPage, EntryKind, FileMeta};
 use downlink_core::StoragePath;
 use downlink_e2e::*;
 use serde_json::json;
@@ -712,7 +712,7 @@ fn clone_file_records(app: &App, source: &str, dir: &str, count: usize) -> Vec<S
     let source_path = StoragePath::parse(source).unwrap();
     let meta = FileMeta::from_json_bytes(&get(&meta_key(&source_path)).expect("source record")).unwrap();
     let dir_path = StoragePath::parse(dir).unwrap();
-    let mut index = DirIndex::from_json_bytes(&get(&dir_index_key(&dir_path)).expect("dir index")).unwrap();
+    let mut index = DirPage::from_json_bytes(&get(&dir_index_key(&dir_path)).expect("dir index")).unwrap();
     let mut names = Vec::new();
     for i in 0..count {
         let name = format!("copy-{i:03}.bin");

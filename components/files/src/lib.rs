@@ -1,17 +1,19 @@
 //! File access (private; reached through the gateway): `PUT` streams an upload into storage,
-//! `GET`/`HEAD` stream a file (with `Range`, `If-None-Match`, `If-Range`) or list a directory,
+//! `GET`/`HEAD` stream a file (with `Range`, `If-None-Match`, `If-Range`) or a directory listing
+//! (`limit`, `cursor`),
 //! `DELETE` removes a file or a directory tree. All rules live in `downlink-core`.
 
 use downlink_core::auth::{Principal, Scope};
 use downlink_core::delivery::{Delivery, StreamError};
+use downlink_core::error::JSON_CONTENT_TYPE;
+use downlink_core::listing::{Listing, ListingQuery};
 use downlink_core::path::ParsedPath;
 use downlink_core::storage::{
-    delete_dir_recursive, delete_file, list_dir, stat, Committed, Entry, FileWriter, WriteMode, WriteOptions,
-    TOUCH_INTERVAL_SECS,
+    delete_dir_recursive, delete_file, stat, Committed, Entry, FileWriter, WriteMode, WriteOptions, TOUCH_INTERVAL_SECS,
 };
 use downlink_core::{ApiError, StoragePath};
 use downlink_spin::bandwidth;
-use downlink_spin::http::{send_error, send_json, BodyReader, ClientGone, RequestHead, IO_CHUNK};
+use downlink_spin::http::{send_error, send_json, start_response, BodyReader, ClientGone, RequestHead, IO_CHUNK};
 use downlink_spin::kv::AppStorage;
 use downlink_spin::{auth, now_unix};
 use serde_json::json;
@@ -51,23 +53,35 @@ fn serve(req: IncomingRequest, head: &RequestHead, out: ResponseOutparam) -> Res
         // Bytes sent count towards the principal's bandwidth (the reference: downloads through
         // the REST API count).
         Ok(Reply::File(delivery)) => return bandwidth::deliver(&storage, &principal.name, &delivery, out),
+        Ok(Reply::Listing(listing)) => {
+            let mut body = start_response(out, 200, &[("content-type", JSON_CONTENT_TYPE.to_owned())]);
+            if head.method != Method::Head {
+                if let Err(e) = listing.stream(&mut body) {
+                    // The body is cut short, so the client cannot take it for a whole listing.
+                    eprintln!("files: listing /{} failed part-way: {e}", target.path);
+                    return Ok(());
+                }
+            }
+            let _ = body.finish();
+        }
         Err(e) => send_error(out, &e),
     }
     Ok(())
 }
 
 /// What a request decided to send.
-enum Reply {
+enum Reply<'a> {
     Json((u16, serde_json::Value)),
     File(Box<Delivery>),
+    Listing(Listing<'a, AppStorage>),
 }
 
-fn read(
-    storage: &AppStorage,
+fn read<'a>(
+    storage: &'a AppStorage,
     principal: &Principal,
     target: &ParsedPath,
     head: &RequestHead,
-) -> Result<Reply, ApiError> {
+) -> Result<Reply<'a>, ApiError> {
     principal.require(Scope::FileRead)?;
     match stat(storage, &target.path)? {
         Some(Entry::File(meta)) if !target.trailing_slash => {
@@ -75,26 +89,9 @@ fn read(
             Ok(Reply::File(Box::new(delivery.with_check(downlink_spin::read_check()?))))
         }
         Some(Entry::File(_)) => Err(ApiError::not_found(format!("`/{}` is a file, not a directory", target.path))),
-        Some(Entry::Dir(dir)) => Ok(Reply::Json((200, listing(storage, &dir)?))),
+        Some(Entry::Dir(dir)) => Ok(Reply::Listing(Listing::open(storage, &dir, &ListingQuery::parse(head.query())?)?)),
         None => Err(ApiError::not_found(format!("no file or directory `/{}`", target.path))),
     }
-}
-
-fn listing(storage: &AppStorage, dir: &StoragePath) -> Result<serde_json::Value, ApiError> {
-    let entries: Vec<serde_json::Value> = list_dir(storage, dir)?
-        .iter()
-        .map(|entry| match entry {
-            Entry::File(meta) => json!({
-                "name": meta.path.file_name().unwrap_or_default(),
-                "type": "file",
-                "size": meta.size,
-                "modified": meta.modified,
-                "content_type": meta.content_type,
-            }),
-            Entry::Dir(path) => json!({ "name": path.file_name().unwrap_or_default(), "type": "dir" }),
-        })
-        .collect();
-    Ok(json!({ "path": dir.as_str(), "entries": entries }))
 }
 
 /// `PUT`: stores the body as the file (`If-Match`: only over the version with that ETag, else

@@ -6,7 +6,8 @@
 //! | key                          | value                                    |
 //! |------------------------------|------------------------------------------|
 //! | `file:<path>`                | [`FileMeta`](crate::meta::FileMeta) JSON |
-//! | `dir:<path>` (`dir:` = root) | [`DirIndex`](crate::meta::DirIndex) JSON |
+//! | `dir:<path>` (`dir:` = root) | the head [`DirPage`](crate::meta::DirPage) of its index, JSON |
+//! | `dirpage:<dir hash>:<id>`    | a later [`DirPage`](crate::meta::DirPage) of that index, JSON |
 //! | `chunk:<blob id>:<n>`        | bytes `n·chunk_size ..` of the blob      |
 //! | `pending:<blob id>`          | [`PendingMarker`] JSON while writing     |
 //!
@@ -57,6 +58,7 @@ const FILE_PREFIX: &str = "file:";
 const FILE_HASHED_PREFIX: &str = "file#";
 const DIR_PREFIX: &str = "dir:";
 const DIR_HASHED_PREFIX: &str = "dir#";
+const DIR_PAGE_PREFIX: &str = "dirpage:";
 const CHUNK_PREFIX: &str = "chunk:";
 const PENDING_PREFIX: &str = "pending:";
 const PUBLISH_LOCK_PREFIX: &str = "publishing:";
@@ -140,9 +142,17 @@ pub fn publish_lock_key(path: &StoragePath) -> String {
     path_key(PUBLISH_LOCK_PREFIX, PUBLISH_LOCK_HASHED_PREFIX, path)
 }
 
-/// Key of a directory's [`DirIndex`](crate::meta::DirIndex); the root's is `dir:`.
+/// Key of a directory's head [`DirPage`](crate::meta::DirPage); the root's is `dir:`. A
+/// directory exists exactly while this key does.
 pub fn dir_index_key(dir: &StoragePath) -> String {
     path_key(DIR_PREFIX, DIR_HASHED_PREFIX, dir)
+}
+
+/// Key of page `page_id` of a directory's index: the directory's path hashed (so every key
+/// fits), then the page's id (at most 64 characters, see `storage::files::index`).
+pub fn dir_page_key(dir: &StoragePath, page_id: &str) -> String {
+    let dir_hash = Sha256::digest(dir.as_str().as_bytes());
+    format!("{DIR_PAGE_PREFIX}{}:{page_id}", hex::encode(&dir_hash[..16]))
 }
 
 /// Key of chunk `index` of a blob.
@@ -160,8 +170,10 @@ pub fn pending_key(blob_id: &BlobId) -> String {
 pub enum KeyKind<'a> {
     /// A file record (`file:` or `file#`).
     FileMeta,
-    /// A directory index (`dir:` or `dir#`).
+    /// A directory index's head page (`dir:` or `dir#`).
     DirIndex,
+    /// A later page of a directory index (`dirpage:`).
+    DirPage,
     /// A chunk of a blob.
     Chunk {
         /// The blob's id.
@@ -184,6 +196,8 @@ pub fn classify_key(key: &str) -> KeyKind<'_> {
         KeyKind::FileMeta
     } else if key.starts_with(DIR_PREFIX) || key.starts_with(DIR_HASHED_PREFIX) {
         KeyKind::DirIndex
+    } else if key.starts_with(DIR_PAGE_PREFIX) {
+        KeyKind::DirPage
     } else if let Some(rest) = key.strip_prefix(CHUNK_PREFIX) {
         let parsed = rest.rsplit_once(':').and_then(|(blob_id, index)| {
             let index = index.parse().ok()?;
@@ -559,7 +573,7 @@ pub fn plan_garbage_collection<'a>(
                 // Gone since the listing: its writer finished either way.
                 None => {}
             },
-            KeyKind::FileMeta | KeyKind::DirIndex | KeyKind::Other => {}
+            KeyKind::FileMeta | KeyKind::DirIndex | KeyKind::DirPage | KeyKind::Other => {}
         }
     }
     plan
@@ -613,6 +627,7 @@ mod tests {
         assert_eq!(classify_key("file:a"), KeyKind::FileMeta);
         assert_eq!(classify_key("file#00"), KeyKind::FileMeta);
         assert_eq!(classify_key("dir:"), KeyKind::DirIndex);
+        assert_eq!(classify_key("dirpage:ab:cd"), KeyKind::DirPage);
         assert_eq!(classify_key("chunk:b1:12"), KeyKind::Chunk { blob_id: "b1", index: 12 });
         assert_eq!(classify_key("pending:b1"), KeyKind::Pending { blob_id: "b1" });
         for other in ["chunk:b1", "chunk:b1:x", "chunk::1", "chunk:a b:1", "pending:", "pending:a:b", "download:1", ""]

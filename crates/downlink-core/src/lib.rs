@@ -35,6 +35,7 @@ pub mod download;
 pub mod error;
 pub mod http;
 pub mod json;
+pub mod listing;
 pub mod meta;
 pub mod path;
 pub mod prepare;

@@ -98,7 +98,7 @@ impl FileMeta {
 pub enum EntryKind {
     /// A file with a [`FileMeta`].
     File,
-    /// A directory with its own [`DirIndex`].
+    /// A directory with its own [`DirPage`].
     Dir,
 }
 
@@ -110,19 +110,45 @@ pub struct KindConflict {
     pub existing: EntryKind,
 }
 
-/// The direct children of one directory, name → kind, sorted by name.
+/// One page of a directory's index: some of its direct children, name → kind, sorted by name.
 ///
-/// Operations report whether they changed anything, so a caller's compare-and-swap loop can
-/// skip the write when there is nothing to do.
+/// A directory's index is a chain of pages in name order (see `storage::files::index`): the
+/// first page, the *head*, lives at the directory's own key, and each page holds the names from
+/// its lower bound up to the lower bound of the page its [`next`](DirPage::next) link names.
+/// The head also keeps [`routes`](DirPage::routes) to every later page it knows of, so a name's
+/// page is found with two reads however large the directory is. Operations report whether they
+/// changed anything, so a caller's compare-and-swap loop can skip the write when there is nothing
+/// to do. The stored form of a single-page directory is the same as before pages existed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirIndex {
+pub struct DirPage {
     entries: BTreeMap<String, EntryKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<PageLink>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<PageLink>,
 }
 
-impl DirIndex {
+/// Where a later page of a directory index starts: names from `low` on live in page `id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageLink {
+    /// The first name the page may hold (a separator: no name of an earlier page reaches it).
+    pub low: String,
+    /// The page's id (see `blob::dir_page_key`).
+    pub id: String,
+}
+
+/// A page splits once it holds more entries than this...
+pub const PAGE_SPLIT_ENTRIES: usize = 1000;
+/// ...or once its entries take more than this many bytes stored, so every page read and write stays small
+/// and an insert costs the same in a directory of a thousand or of millions of entries.
+pub const PAGE_SPLIT_BYTES: usize = 48 * 1024;
+/// Stored bytes of one entry besides its name: `"":"file",`.
+const ENTRY_OVERHEAD_BYTES: usize = 10;
+
+impl DirPage {
     /// An empty directory.
     pub fn new() -> Self {
-        DirIndex::default()
+        DirPage::default()
     }
 
     /// Adds `name` as `kind`. `Ok(true)` if added, `Ok(false)` if already present as `kind`,
@@ -153,14 +179,82 @@ impl DirIndex {
         self.entries.iter().map(|(name, kind)| (name.as_str(), *kind))
     }
 
-    /// Number of entries.
+    /// Entries whose name sorts after `after` (all of them for `None`), sorted by name.
+    pub fn iter_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = (&'a str, EntryKind)> + 'a {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.entries.range::<str, _>((lower, Bound::Unbounded)).map(|(name, kind)| (name.as_str(), *kind))
+    }
+
+    /// Number of entries in this page.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    /// Whether the directory has no entries.
+    /// Whether this page has no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The page after this one, if any.
+    pub fn next(&self) -> Option<&PageLink> {
+        self.next.as_ref()
+    }
+
+    /// The head's routes to later pages, sorted by `low`.
+    pub fn routes(&self) -> &[PageLink] {
+        &self.routes
+    }
+
+    /// Whether `name` belongs in this page rather than a later one. (It never belongs in an
+    /// earlier one: a page is reached only through a link whose `low` is at most the name.)
+    pub fn covers(&self, name: &str) -> bool {
+        self.next.as_ref().is_none_or(|next| name < next.low.as_str())
+    }
+
+    /// The known page to start from when looking for `name` in a directory whose head is this
+    /// page: the route with the greatest `low` not above `name`, else the head's own `next`.
+    pub fn route_for(&self, name: &str) -> Option<&PageLink> {
+        let later = self.routes.partition_point(|route| route.low.as_str() <= name);
+        later.checked_sub(1).map(|i| &self.routes[i]).or(self.next.as_ref())
+    }
+
+    /// Records a route to a later page; `false` if it was already known.
+    pub fn add_route(&mut self, link: PageLink) -> bool {
+        match self.routes.binary_search_by(|route| route.low.cmp(&link.low)) {
+            Ok(_) => false,
+            Err(at) => {
+                self.routes.insert(at, link);
+                true
+            }
+        }
+    }
+
+    /// Whether this page holds more than one page should and must [`split`](DirPage::split).
+    /// Only the entries count (the head's routes are bounded separately).
+    pub fn needs_split(&self) -> bool {
+        let entry_bytes: usize = self.entries.keys().map(|name| name.len() + ENTRY_OVERHEAD_BYTES).sum();
+        self.entries.len() >= 2 && (self.entries.len() > PAGE_SPLIT_ENTRIES || entry_bytes > PAGE_SPLIT_BYTES)
+    }
+
+    /// Splits a page in two halves by name: `(lower, upper, separator)`. The lower half keeps
+    /// this page's routes; the upper half takes over its `next` link; the caller links the lower
+    /// half to the upper one (whose id comes from its stored bytes). The separator is the
+    /// shortest prefix of the upper half's first name that sorts after the lower half's last,
+    /// so routes stay short however long the names are.
+    pub fn split(mut self) -> (DirPage, DirPage, String) {
+        let middle = self.entries.len() / 2;
+        let first_upper = self.entries.keys().nth(middle).cloned().unwrap_or_default();
+        let upper_entries = self.entries.split_off(&first_upper);
+        let last_lower = self.entries.keys().next_back().map(String::as_str).unwrap_or_default();
+        let separator = shortest_separator(last_lower, &first_upper);
+        let upper = DirPage { entries: upper_entries, next: self.next.take(), routes: Vec::new() };
+        (self, upper, separator)
+    }
+
+    /// Points this page at the page holding the names from `link.low` on.
+    pub fn link_to(&mut self, link: PageLink) {
+        self.next = Some(link);
     }
 
     /// Serialises deterministically (sorted names).
@@ -169,9 +263,20 @@ impl DirIndex {
     }
 
     /// Parses the stored form.
-    pub fn from_json_bytes(bytes: &[u8]) -> Result<DirIndex, serde_json::Error> {
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<DirPage, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+}
+
+/// The shortest prefix of `upper` (on a character boundary) that sorts after `lower`, given
+/// `lower < upper`.
+fn shortest_separator(lower: &str, upper: &str) -> String {
+    upper
+        .char_indices()
+        .map(|(at, c)| &upper[..at + c.len_utf8()])
+        .find(|prefix| *prefix > lower)
+        .unwrap_or(upper)
+        .to_owned()
 }
 
 /// MIME type for a file name by extension, `application/octet-stream` when unknown.
@@ -312,8 +417,8 @@ mod tests {
     }
 
     #[test]
-    fn dir_index_operations_report_changes() {
-        let mut index = DirIndex::new();
+    fn dir_page_operations_report_changes() {
+        let mut index = DirPage::new();
         assert_eq!(index.insert("b", EntryKind::File), Ok(true));
         assert_eq!(index.insert("b", EntryKind::File), Ok(false));
         assert_eq!(index.insert("b", EntryKind::Dir), Err(KindConflict { existing: EntryKind::File }));
@@ -323,14 +428,14 @@ mod tests {
         assert!(index.remove("b"));
         assert!(!index.remove("b"));
         assert_eq!(index.len(), 1);
-        let back = DirIndex::from_json_bytes(&index.to_json_bytes()).unwrap();
+        let back = DirPage::from_json_bytes(&index.to_json_bytes()).unwrap();
         assert_eq!(back, index);
     }
 
     #[test]
-    fn dir_index_bytes_are_order_independent() {
-        let mut first = DirIndex::new();
-        let mut second = DirIndex::new();
+    fn dir_page_bytes_are_order_independent() {
+        let mut first = DirPage::new();
+        let mut second = DirPage::new();
         for name in ["z", "a", "m"] {
             first.insert(name, EntryKind::File).unwrap();
         }

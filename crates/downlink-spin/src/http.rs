@@ -193,6 +193,15 @@ impl BodyWriter {
     }
 }
 
+/// A response body is where streamed content goes.
+impl downlink_core::delivery::ContentSink for BodyWriter {
+    type Error = ClientGone;
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), ClientGone> {
+        self.write_all(bytes)
+    }
+}
+
 /// Copies `from` into `to` until `from` ends, inside the host (splice). Returns the bytes
 /// copied, or an error if either side failed first.
 pub fn pipe(from: &InputStream, to: &OutputStream) -> Result<u64, StreamError> {

@@ -30,9 +30,9 @@ mod memory;
 pub mod objects;
 
 pub use files::{
-    collect_garbage, delete_dir_recursive, delete_file, list_dir, read_meta, reclaim_abandoned_write, stat, walk_files,
-    write_file, Committed, DeleteSummary, Entry, FileWriter, GcReport, WriteMode, WriteOptions, CHUNKS_PER_BATCH,
-    DEFAULT_GC_GRACE_SECS, TOUCH_INTERVAL_SECS,
+    collect_garbage, delete_dir_recursive, delete_file, dir_entries, list_dir, read_meta, reclaim_abandoned_write,
+    stat, walk_files, write_file, Committed, DeleteSummary, DirEntries, Entry, FileWriter, GcReport, WriteMode,
+    WriteOptions, CHUNKS_PER_BATCH, DEFAULT_GC_GRACE_SECS, TOUCH_INTERVAL_SECS,
 };
 /// The in-memory store of the core's own tests (feature `memory-storage` for other crates'
 /// tests); no component ships it.
@@ -222,12 +222,21 @@ pub enum CasStep<T> {
 ///
 /// `decide` sees the current value (`None`: absent) and returns a [`CasStep`]; it may run
 /// several times, so it must be free of side effects. Errors from `decide` stop the loop.
-pub fn cas_update<S, T, F>(storage: &S, key: &str, mut decide: F) -> Result<T, ApiError>
+pub fn cas_update<S, T, F>(storage: &S, key: &str, decide: F) -> Result<T, ApiError>
 where
     S: Storage + ?Sized,
     F: FnMut(Option<&[u8]>) -> Result<CasStep<T>, ApiError>,
 {
-    let mut current = storage.get(key)?;
+    cas_update_from(storage, key, storage.get(key)?, decide)
+}
+
+/// [`cas_update`] starting from a value of `key` the caller has just read.
+pub fn cas_update_from<S, T, F>(storage: &S, key: &str, read: Option<Vec<u8>>, mut decide: F) -> Result<T, ApiError>
+where
+    S: Storage + ?Sized,
+    F: FnMut(Option<&[u8]>) -> Result<CasStep<T>, ApiError>,
+{
+    let mut current = read;
     for _ in 0..MAX_CAS_ATTEMPTS {
         match decide(current.as_deref())? {
             CasStep::Done(result) => return Ok(result),

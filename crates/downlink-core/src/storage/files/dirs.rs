@@ -1,10 +1,11 @@
 //! Directories and records: reading records, listing and walking directories, deleting files and trees.
 
-use super::{cas_update, CasStep, Storage};
-use crate::blob::{dir_index_key, meta_key, MAX_VALUE_BYTES};
+use super::index::{insert_entry, remove_entry, IndexCursor};
+use super::Storage;
+use crate::blob::{dir_index_key, meta_key};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::if_match_passes;
-use crate::meta::{DirIndex, EntryKind, FileMeta};
+use crate::meta::{EntryKind, FileMeta};
 use crate::path::StoragePath;
 
 use super::*;
@@ -42,96 +43,6 @@ pub(crate) fn link_ancestors<S: Storage + ?Sized>(storage: &S, path: &StoragePat
         insert_entry(storage, &pair[0], name, EntryKind::Dir)?;
     }
     Ok(())
-}
-
-pub(crate) fn parse_index(dir: &StoragePath, bytes: Option<&[u8]>) -> Result<DirIndex, ApiError> {
-    match bytes {
-        None => Ok(DirIndex::new()),
-        Some(bytes) => DirIndex::from_json_bytes(bytes)
-            .map_err(|_| ApiError::storage(format!("the index of directory `/{dir}` is corrupt"))),
-    }
-}
-
-pub(crate) fn read_index<S: Storage + ?Sized>(storage: &S, dir: &StoragePath) -> Result<Option<DirIndex>, ApiError> {
-    match storage.get(&dir_index_key(dir))? {
-        None => Ok(None),
-        Some(bytes) => parse_index(dir, Some(&bytes)).map(Some),
-    }
-}
-
-/// Why a name cannot go into a directory index.
-pub(crate) enum EntryRefused {
-    /// The name is already a file or directory of the other kind.
-    Taken(EntryKind),
-    /// The index would outgrow one value.
-    Full,
-}
-
-impl EntryRefused {
-    pub(crate) fn into_error(self, dir: &StoragePath, name: &str) -> ApiError {
-        match self {
-            EntryRefused::Full => ApiError::conflict(format!("directory `/{dir}` has too many entries")),
-            EntryRefused::Taken(existing) => {
-                let existing = match existing {
-                    EntryKind::File => "file",
-                    EntryKind::Dir => "directory",
-                };
-                match dir.join(name) {
-                    Ok(child) => ApiError::conflict(format!("`{child}` is a {existing}")),
-                    Err(e) => e.into(),
-                }
-            }
-        }
-    }
-}
-
-/// Adds `name` as `kind` to `dir`'s index: `Ok(true)` if it changed, or why it cannot.
-pub(crate) fn try_insert_entry<S: Storage + ?Sized>(
-    storage: &S,
-    dir: &StoragePath,
-    name: &str,
-    kind: EntryKind,
-) -> Result<Result<bool, EntryRefused>, ApiError> {
-    cas_update(storage, &dir_index_key(dir), |current| {
-        let mut index = parse_index(dir, current)?;
-        Ok(match index.insert(name, kind) {
-            Ok(false) if current.is_some() => CasStep::Done(Ok(false)),
-            Ok(_) => {
-                let bytes = index.to_json_bytes();
-                if bytes.len() > MAX_VALUE_BYTES {
-                    CasStep::Done(Err(EntryRefused::Full))
-                } else {
-                    CasStep::Write(bytes, Ok(true))
-                }
-            }
-            Err(conflict) => CasStep::Done(Err(EntryRefused::Taken(conflict.existing))),
-        })
-    })
-}
-
-/// Adds `name` as `kind` to `dir`'s index; `true` if it changed; a refusal is `409`.
-pub(crate) fn insert_entry<S: Storage + ?Sized>(
-    storage: &S,
-    dir: &StoragePath,
-    name: &str,
-    kind: EntryKind,
-) -> Result<bool, ApiError> {
-    try_insert_entry(storage, dir, name, kind)?.map_err(|refused| refused.into_error(dir, name))
-}
-
-/// Removes `name` from `dir`'s index; `true` if it was there.
-pub(crate) fn remove_entry<S: Storage + ?Sized>(storage: &S, dir: &StoragePath, name: &str) -> Result<bool, ApiError> {
-    cas_update(storage, &dir_index_key(dir), |current| {
-        if current.is_none() {
-            return Ok(CasStep::Done(false));
-        }
-        let mut index = parse_index(dir, current)?;
-        if index.remove(name) {
-            Ok(CasStep::Write(index.to_json_bytes(), true))
-        } else {
-            Ok(CasStep::Done(false))
-        }
-    })
 }
 
 /// The record of the file at `path`, if there is one.
@@ -181,37 +92,67 @@ pub fn stat<S: Storage + ?Sized>(storage: &S, path: &StoragePath) -> Result<Opti
     Ok(None)
 }
 
-/// The direct children of `dir`, sorted by name. Index entries whose file record is missing
-/// (left by an interrupted delete) are skipped, so listings never show ghosts.
+/// The direct children of `dir`, sorted by name, all at once (see [`dir_entries`] to read a
+/// directory of any size a page at a time).
 pub fn list_dir<S: Storage + ?Sized>(storage: &S, dir: &StoragePath) -> Result<Vec<Entry>, ApiError> {
-    match list_existing_dir(storage, dir)? {
+    dir_entries(storage, dir, None)?.collect()
+}
+
+/// The direct children of `dir` in name order, starting after the name `after` (a listing's
+/// cursor), read one index page at a time: memory stays flat however large the directory.
+/// Index entries whose file record is missing (left by an interrupted delete) are skipped, so
+/// listings never show ghosts. A missing directory is `404` (the root always exists).
+pub fn dir_entries<'a, S: Storage + ?Sized>(
+    storage: &'a S,
+    dir: &StoragePath,
+    after: Option<&str>,
+) -> Result<DirEntries<'a, S>, ApiError> {
+    match existing_dir_entries(storage, dir, after)? {
         Some(entries) => Ok(entries),
-        None if dir.is_root() => Ok(Vec::new()),
+        None if dir.is_root() => Ok(DirEntries { storage, dir: dir.clone(), cursor: None }),
         None => Err(ApiError::not_found(format!("no directory `/{dir}`"))),
     }
 }
 
 /// The entries of `dir`, `None` when it has no index (never created, or deleted).
-pub(crate) fn list_existing_dir<S: Storage + ?Sized>(
-    storage: &S,
+fn existing_dir_entries<'a, S: Storage + ?Sized>(
+    storage: &'a S,
     dir: &StoragePath,
-) -> Result<Option<Vec<Entry>>, ApiError> {
-    let Some(index) = read_index(storage, dir)? else { return Ok(None) };
-    let mut entries = Vec::with_capacity(index.len());
-    for (name, kind) in index.iter() {
-        let Ok(child) = dir.join(name) else {
-            continue;
-        };
-        match kind {
-            EntryKind::File => {
-                if let Some(meta) = read_meta(storage, &child)? {
-                    entries.push(Entry::File(meta));
-                }
+    after: Option<&str>,
+) -> Result<Option<DirEntries<'a, S>>, ApiError> {
+    let cursor = IndexCursor::open(storage, dir, after)?;
+    Ok(cursor.map(|cursor| DirEntries { storage, dir: dir.clone(), cursor: Some(cursor) }))
+}
+
+/// A directory's children in name order, read as they are needed (see [`dir_entries`]).
+pub struct DirEntries<'a, S: Storage + ?Sized> {
+    storage: &'a S,
+    dir: StoragePath,
+    cursor: Option<IndexCursor<'a, S>>,
+}
+
+impl<S: Storage + ?Sized> Iterator for DirEntries<'_, S> {
+    type Item = Result<Entry, ApiError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let cursor = self.cursor.as_mut()?;
+        loop {
+            let (name, kind) = match cursor.next_entry() {
+                Ok(Some(entry)) => entry,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            let Ok(child) = self.dir.join(&name) else { continue };
+            match kind {
+                EntryKind::File => match read_meta(self.storage, &child) {
+                    Ok(Some(meta)) => return Some(Ok(Entry::File(meta))),
+                    Ok(None) => continue,
+                    Err(e) => return Some(Err(e)),
+                },
+                EntryKind::Dir => return Some(Ok(Entry::Dir(child))),
             }
-            EntryKind::Dir => entries.push(Entry::Dir(child)),
         }
     }
-    Ok(Some(entries))
 }
 
 /// Every file below `dir`, recursively, in path order. More than `max_files` files is
@@ -237,8 +178,9 @@ pub(crate) fn walk_into<S: Storage + ?Sized>(
 ) -> Result<(), ApiError> {
     // Recursion depth is bounded by MAX_DEPTH, which `join` enforces. A directory listed but
     // never materialised is simply empty.
-    for entry in list_existing_dir(storage, dir)?.unwrap_or_default() {
-        match entry {
+    let Some(entries) = existing_dir_entries(storage, dir, None)? else { return Ok(()) };
+    for entry in entries {
+        match entry? {
             Entry::File(meta) => {
                 if files.len() >= max_files {
                     return Err(ApiError::invalid_request(format!("more than {max_files} files under `/{dir}`")));
@@ -299,20 +241,34 @@ pub fn delete_dir_recursive<S: Storage + ?Sized>(storage: &S, dir: &StoragePath)
     Ok(summary)
 }
 
+/// How many children a recursive delete reads before acting on them.
+const DELETE_BATCH: usize = 1000;
+
 pub(crate) fn delete_tree<S: Storage + ?Sized>(
     storage: &S,
     dir: &StoragePath,
     summary: &mut DeleteSummary,
 ) -> Result<(), ApiError> {
-    for entry in list_existing_dir(storage, dir)?.unwrap_or_default() {
-        match entry {
-            Entry::File(meta) => {
-                storage.retire(&meta_key(&meta.path))?;
-                let _ = discard_content(storage, &meta, None);
-                summary.files += 1;
+    // A batch of children at a time, each batch read before any is deleted, so deleting does
+    // not change what the cursor is reading and memory stays flat.
+    let mut after: Option<String> = None;
+    while let Some(entries) = existing_dir_entries(storage, dir, after.as_deref())? {
+        let batch = entries.take(DELETE_BATCH).collect::<Result<Vec<_>, _>>()?;
+        let Some(last) = batch.last() else { break };
+        after = last.path().file_name().map(str::to_owned);
+        for entry in batch {
+            match entry {
+                Entry::File(meta) => {
+                    storage.retire(&meta_key(&meta.path))?;
+                    let _ = discard_content(storage, &meta, None);
+                    summary.files += 1;
+                }
+                Entry::Dir(child) => delete_tree(storage, &child, summary)?,
             }
-            Entry::Dir(child) => delete_tree(storage, &child, summary)?,
         }
+    }
+    for page in IndexCursor::page_keys(storage, dir)? {
+        storage.retire(&page)?;
     }
     storage.retire(&dir_index_key(dir))?;
     summary.dirs += 1;

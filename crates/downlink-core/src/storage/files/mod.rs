@@ -26,10 +26,12 @@ use super::{cas_update, CasOutcome, CasStep, Storage};
 
 mod dirs;
 mod gc;
+mod index;
 mod write;
 
 pub use dirs::*;
 pub use gc::*;
+pub(crate) use index::{insert_entry, try_insert_entry};
 pub use write::*;
 
 /// A writer refreshes its pending marker at most this often (see [`FileWriter::touch`]).
