@@ -72,31 +72,43 @@ pub(crate) fn read_head<S: Storage + ?Sized>(storage: &S, dir: &StoragePath) -> 
     read_page(storage, dir, &dir_index_key(dir))
 }
 
-/// The key of the page that should hold `name`, from the head's routes and then links, and
-/// what it holds (`None`: absent). A missing page is where the chain ends.
-fn locate<S: Storage + ?Sized>(
-    storage: &S,
-    dir: &StoragePath,
-    name: &str,
-) -> Result<(String, Option<Vec<u8>>), ApiError> {
+/// The page that should hold a name, as [`locate`] found it.
+struct Located {
+    key: String,
+    /// What the key held (`None`: absent).
+    bytes: Option<Vec<u8>>,
+    /// `bytes` parsed.
+    page: DirPage,
+}
+
+/// The page that should hold `name`, from the head's routes and then links. A missing page is
+/// where the chain ends.
+fn locate<S: Storage + ?Sized>(storage: &S, dir: &StoragePath, name: &str) -> Result<Located, ApiError> {
     let head_key = dir_index_key(dir);
-    let Some(head_bytes) = storage.get(&head_key)? else { return Ok((head_key, None)) };
-    let head = parse_page(dir, Some(&head_bytes))?;
-    if head.covers(name) {
-        return Ok((head_key, Some(head_bytes)));
-    }
-    let mut link = head.route_for(name).cloned();
-    let mut found = (head_key, Some(head_bytes));
+    let bytes = storage.get(&head_key)?;
+    let page = parse_page(dir, bytes.as_deref())?;
+    let mut found = Located { key: head_key, bytes, page };
+    let mut link = if found.page.covers(name) { None } else { found.page.route_for(name).cloned() };
     while let Some(next) = link {
         let key = dir_page_key(dir, &next.id);
         let bytes = storage.get(&key)?;
-        link = match bytes.as_deref().map(|bytes| parse_page(dir, Some(bytes))).transpose()? {
-            Some(page) if !page.covers(name) => page.next().filter(|after| after.low > next.low).cloned(),
+        let page = parse_page(dir, bytes.as_deref())?;
+        link = match &bytes {
+            Some(_) if !page.covers(name) => page.next().filter(|after| after.low > next.low).cloned(),
             _ => None,
         };
-        found = (key, bytes);
+        found = Located { key, bytes, page };
     }
     Ok(found)
+}
+
+/// A page step's view of the current value: the page [`locate`] already parsed on the first
+/// attempt (which sees exactly the bytes it read), a fresh parse on retries.
+fn current_page(dir: &StoragePath, located: &mut Option<DirPage>, current: Option<&[u8]>) -> Result<DirPage, ApiError> {
+    match located.take() {
+        Some(page) => Ok(page),
+        None => parse_page(dir, current),
+    }
 }
 
 /// What one attempt at changing a page found.
@@ -119,9 +131,10 @@ pub(crate) fn try_insert_entry<S: Storage + ?Sized>(
     kind: EntryKind,
 ) -> Result<Result<bool, EntryRefused>, ApiError> {
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let (key, read) = locate(storage, dir, name)?;
-        let step = cas_update_from(storage, &key, read, |current| {
-            let mut page = parse_page(dir, current)?;
+        let Located { key, bytes, page } = locate(storage, dir, name)?;
+        let mut located = Some(page);
+        let step = cas_update_from(storage, &key, bytes, |current| {
+            let mut page = current_page(dir, &mut located, current)?;
             if !page.covers(name) {
                 return Ok(CasStep::Done(PageStep::Moved));
             }
@@ -163,12 +176,13 @@ pub(crate) fn insert_entry<S: Storage + ?Sized>(
 /// Removes `name` from `dir`'s index; `true` if it was there.
 pub(crate) fn remove_entry<S: Storage + ?Sized>(storage: &S, dir: &StoragePath, name: &str) -> Result<bool, ApiError> {
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let (key, read) = locate(storage, dir, name)?;
-        let step = cas_update_from(storage, &key, read, |current| {
+        let Located { key, bytes, page } = locate(storage, dir, name)?;
+        let mut located = Some(page);
+        let step = cas_update_from(storage, &key, bytes, |current| {
+            let mut page = current_page(dir, &mut located, current)?;
             if current.is_none() {
                 return Ok(CasStep::Done(PageStep::Done(false)));
             }
-            let mut page = parse_page(dir, current)?;
             if !page.covers(name) {
                 Ok(CasStep::Done(PageStep::Moved))
             } else if page.remove(name) {
@@ -254,17 +268,13 @@ pub struct IndexCursor<'a, S: Storage + ?Sized> {
 impl<'a, S: Storage + ?Sized> IndexCursor<'a, S> {
     /// Starts after `after` (at the start for `None`); `None` when `dir` has no index.
     pub(crate) fn open(storage: &'a S, dir: &StoragePath, after: Option<&str>) -> Result<Option<Self>, ApiError> {
-        let Some(head) = read_head(storage, dir)? else { return Ok(None) };
-        let mut cursor = IndexCursor { storage, dir: dir.clone(), page: Vec::new().into_iter(), next: None };
-        match after {
-            Some(name) if !head.covers(name) => {
-                if let (_, Some(bytes)) = locate(storage, dir, name)? {
-                    // The located page's lower bound is at most `name`, and its links lead on.
-                    cursor.load(&parse_page(dir, Some(&bytes))?, after, None);
-                }
-            }
-            _ => cursor.load(&head, after, None),
+        let located = locate(storage, dir, after.unwrap_or_default())?;
+        if located.bytes.is_none() && located.key == dir_index_key(dir) {
+            return Ok(None);
         }
+        let mut cursor = IndexCursor { storage, dir: dir.clone(), page: Vec::new().into_iter(), next: None };
+        // The located page's lower bound is at most `after`, and its links lead on.
+        cursor.load(&located.page, after, None);
         Ok(Some(cursor))
     }
 
