@@ -133,7 +133,7 @@ WHOLE=$(field whole_listing_s 0)
 
 log "the directory index alone, in memory, up to $MILLION entries (release build)"
 (cd "$ROOT" && cargo run -q --release -p downlink-core --features memory-storage --example dir_index_scale -- \
-    1000 100000 "$MILLION") >"$WORK/scale.out"
+    "$SMALL" "$LARGE" "$MILLION") >"$WORK/scale.out"
 
 report_start 44 26
 report_row "storage / clients" "$STORAGE / $CLIENTS"

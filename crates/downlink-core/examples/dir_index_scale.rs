@@ -24,7 +24,9 @@ fn write(storage: &MemoryStorage, dir: &StoragePath, number: usize) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args().skip(1).map(|arg| arg.parse().expect("sizes are numbers")).collect();
+    let mut sizes: Vec<usize> = std::env::args().skip(1).map(|arg| arg.parse().expect("sizes are numbers")).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
     let storage = MemoryStorage::new();
     let dir = StoragePath::parse("big").expect("a valid path");
     let mut filled = 0;
