@@ -33,19 +33,7 @@ print_machine
 mint_token file.read file.write
 mkdir -p "$WORK/state"
 
-if [[ "$STORAGE" == s3 ]]; then
-    S3S_FS=${S3S_FS_BIN:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
-    [[ -x "$S3S_FS" ]] || die "s3s-fs is needed: cargo install s3s-fs --version 0.14.1 --locked --features binary"
-    S3_PORT=$(free_port)
-    mkdir -p "$WORK/s3/bench"
-    "$S3S_FS" --host 127.0.0.1 --port "$S3_PORT" --access-key bench --secret-key bench-secret "$WORK/s3" \
-        >"$WORK/s3s.log" 2>&1 &
-    S3_PID=$!
-    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break; sleep 0.1; done
-    VARIABLES="$VARIABLES storage_backend=s3 s3_endpoint=http://127.0.0.1:$S3_PORT s3_region=us-east-1"
-    VARIABLES="$VARIABLES s3_bucket=bench s3_access_key_id=bench s3_secret_access_key=bench-secret"
-    VARIABLES="$VARIABLES s3_path_style=true"
-fi
+if [[ "$STORAGE" == s3 ]]; then start_s3; fi
 start_devhost
 start_rss_sampler
 

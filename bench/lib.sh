@@ -300,3 +300,20 @@ get_all() {
     [[ "$code" == 200 && "$bytes" == "$size" ]] || die "GET $url answered $code with $bytes of $size bytes"
     mbps "$size" "$t"
 }
+
+# start_s3 PREFIX: s3s-fs (S3S_FS_BIN, else on PATH, else ~/.cargo/bin) on a free 127.0.0.1 port
+# with bucket `bench` (keys bench / bench-secret) under $WORK/s3, and VARIABLES += the app
+# variables that keep file bytes there under key prefix PREFIX. Sets S3_PID and S3_PORT.
+start_s3() {
+    local s3s_fs=${S3S_FS_BIN:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
+    [[ -x "$s3s_fs" ]] || die "s3s-fs is needed: cargo install s3s-fs --version 0.14.1 --locked --features binary"
+    S3_PORT=$(free_port)
+    mkdir -p "$WORK/s3/bench"
+    "$s3s_fs" --host 127.0.0.1 --port "$S3_PORT" --access-key bench --secret-key bench-secret "$WORK/s3" \
+        >"$WORK/s3s.log" 2>&1 &
+    S3_PID=$!
+    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break; sleep 0.1; done
+    VARIABLES="$VARIABLES storage_backend=s3 s3_endpoint=http://127.0.0.1:$S3_PORT s3_region=us-east-1"
+    VARIABLES="$VARIABLES s3_bucket=bench s3_access_key_id=bench s3_secret_access_key=bench-secret"
+    VARIABLES="$VARIABLES s3_path_style=true${1:+ s3_prefix=$1}"
+}

@@ -25,8 +25,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 bench_init downlink-bench-s3
 
-S3S_FS=${S3S_FS_BIN:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
-[[ -x "$S3S_FS" ]] || die "s3s-fs is needed: cargo install s3s-fs --version 0.14.1 --locked --features binary"
 python3 -c 'import boto3' 2>/dev/null || die "boto3 is needed for the presigned anchor: pip install boto3"
 build_release
 require_tools curl python3
@@ -35,15 +33,7 @@ print_machine
 mint_token file.read file.write
 make_test_file
 
-S3_PORT=$(free_port)
-mkdir -p "$WORK/s3/bench"
-"$S3S_FS" --host 127.0.0.1 --port "$S3_PORT" --access-key bench --secret-key bench-secret "$WORK/s3" \
-    >"$WORK/s3s.log" 2>&1 &
-S3_PID=$!
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break; sleep 0.1; done
-VARIABLES="$VARIABLES storage_backend=s3 s3_endpoint=http://127.0.0.1:$S3_PORT s3_region=us-east-1"
-VARIABLES="$VARIABLES s3_bucket=bench s3_access_key_id=bench s3_secret_access_key=bench-secret"
-VARIABLES="$VARIABLES s3_path_style=true s3_prefix=ours/"
+start_s3 ours/
 start_devhost
 start_rss_sampler
 

@@ -76,6 +76,14 @@ impl HostState {
         HostState { dir: tempdir(prefix), redis, s3 }
     }
 
+    /// A Redis store and an S3 bucket for several hosts at once, whatever the environment
+    /// selects (see [`DevHostBuilder::shared_stores`]).
+    pub fn shared(prefix: &str) -> HostState {
+        let redis = Some(RedisServer::start_for_app(prefix));
+        let s3 = Some(S3Server::start(prefix));
+        HostState { dir: tempdir(prefix), redis, s3 }
+    }
+
     /// The S3 server holding the app's file bytes, under `DOWNLINK_TEST_STORAGE=s3`.
     pub fn s3(&self) -> Option<&S3Server> {
         self.s3.as_ref()
@@ -128,6 +136,16 @@ impl DevHostBuilder {
     pub fn state(mut self, state: &HostState) -> Self {
         self.state_dir = StateDir::Given(state.path().to_path_buf());
         self.redis = state.redis.as_ref().map(|r| (r.url(), r.port()));
+        self.s3 = state.s3.as_ref().map(S3Server::app_variables);
+        self
+    }
+
+    /// The key-value store (Redis) and bucket of a [`HostState::shared`], with a state dir of
+    /// this host's own: one of several hosts serving the same app data.
+    pub fn shared_stores(mut self, state: &HostState) -> Self {
+        self.kv = KvKind::Redis;
+        self.redis = state.redis.as_ref().map(|r| (r.url(), r.port()));
+        self.storage = StorageKind::S3;
         self.s3 = state.s3.as_ref().map(S3Server::app_variables);
         self
     }

@@ -4,6 +4,7 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::*;
@@ -29,7 +30,9 @@ pub fn s3s_fs_bin() -> Option<PathBuf> {
 
 /// An `s3s-fs` on 127.0.0.1 serving a temp directory; killed (and the directory removed) on drop.
 pub struct S3Server {
-    child: Child,
+    /// The running server; `None` while [`stop`](S3Server::stop)ped.
+    child: Mutex<Option<Child>>,
+    bin: PathBuf,
     port: u16,
     dir: TempDir,
 }
@@ -49,28 +52,27 @@ impl S3Server {
         std::fs::create_dir(dir.path().join(TEST_BUCKET)).expect("create the bucket directory");
         for _attempt in 0..3 {
             let port = free_port();
-            let mut child = Command::new(&bin)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{what}: cannot spawn {}: {e}", bin.display()));
-            let ready = poll_until(Duration::from_secs(10), || {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return Some(false);
-                }
-                TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(true)
-            });
-            if ready == Some(true) {
-                return S3Server { child, port, dir };
+            if let Some(child) = spawn_ready(&bin, port, dir.path(), what) {
+                return S3Server { child: Mutex::new(Some(child)), bin, port, dir };
             }
+        }
+        panic!("{what}: s3s-fs did not come up");
+    }
+
+    /// Kills the server (a fault: the bucket goes away mid-transfer); its data stays.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        panic!("{what}: s3s-fs did not come up");
+    }
+
+    /// Starts it again on the same port and data after [`stop`](S3Server::stop).
+    pub fn restart(&self) {
+        let mut child = self.child.lock().unwrap();
+        assert!(child.is_none(), "restart of a running s3s-fs");
+        let started = spawn_ready(&self.bin, self.port, self.dir.path(), "restart");
+        *child = Some(started.unwrap_or_else(|| panic!("s3s-fs did not come back on port {}", self.port)));
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -134,7 +136,32 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+/// `s3s-fs` serving `dir` on `port`, once it accepts connections; `None` if it exits first
+/// (the port was taken) or does not come up in 10 s.
+fn spawn_ready(bin: &Path, port: u16, dir: &Path, what: &str) -> Option<Child> {
+    let mut child = Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot spawn {}: {e}", bin.display()));
+    let ready = poll_until(Duration::from_secs(10), || {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Some(false);
+        }
+        TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(true)
+    });
+    if ready == Some(true) {
+        return Some(child);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }

@@ -84,6 +84,16 @@ const SHOWN_STDERR_LINES: usize = 60;
 /// [`TestApp`] as this suite's principals.
 struct App(TestApp);
 
+/// Where an app start keeps its data.
+enum Stores<'a> {
+    /// Fresh stores of its own.
+    Own,
+    /// A state to restart on.
+    State(&'a HostState),
+    /// The Redis store and bucket of a [`HostState::shared`], beside other hosts.
+    Shared(&'a HostState),
+}
+
 impl std::ops::Deref for App {
     type Target = TestApp;
     fn deref(&self) -> &TestApp {
@@ -95,22 +105,27 @@ impl App {
     /// The real app with downloads on and private targets allowed, plus `overrides`
     /// (`(name, value)`; value [`UNSET`] removes a default).
     fn start(overrides: &[(&str, &str)]) -> App {
-        App::launch(overrides, None, None)
+        App::launch(overrides, Stores::Own, None)
     }
 
     /// Like [`App::start`] on `state` (its state dir and, with Redis, its store: persistent
     /// across restarts).
     fn start_in(state: &HostState, overrides: &[(&str, &str)]) -> App {
-        App::launch(overrides, Some(state), None)
+        App::launch(overrides, Stores::State(state), None)
+    }
+
+    /// One of several hosts sharing `stores` (a [`HostState::shared`]).
+    fn start_sharing(stores: &HostState) -> App {
+        App::launch(&[], Stores::Shared(stores), None)
     }
 
     /// Like [`App::start`] with `--runtime-config-file runtime_config` (with Redis the harness
     /// adds its store to a copy).
     fn start_with_runtime_config(runtime_config: &Path, overrides: &[(&str, &str)]) -> App {
-        App::launch(overrides, None, Some(runtime_config))
+        App::launch(overrides, Stores::Own, Some(runtime_config))
     }
 
-    fn launch(overrides: &[(&str, &str)], state: Option<&HostState>, runtime_config: Option<&Path>) -> App {
+    fn launch(overrides: &[(&str, &str)], stores: Stores, runtime_config: Option<&Path>) -> App {
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
         vars.insert("api_tokens".into(), tokens_config(SUITE, TOKENS));
         vars.insert("allow_download".into(), "true".into());
@@ -123,8 +138,10 @@ impl App {
             }
         }
         let mut builder = DevHost::selected(app_manifest());
-        if let Some(state) = state {
-            builder = builder.state(state);
+        match stores {
+            Stores::Own => {}
+            Stores::State(state) => builder = builder.state(state),
+            Stores::Shared(state) => builder = builder.shared_stores(state),
         }
         if let Some(rtc) = runtime_config {
             builder = builder.runtime_config(rtc);
@@ -1401,6 +1418,65 @@ fn killed_host_leaves_a_failed_record_not_a_stuck_one() {
     // Records and files from before the crash survive it.
     assert_eq!(history_entry(&app, &done)["status"], json!("completed"));
     expect_file(&app, &done_file, b"finished before the crash");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale-out: several hosts, one Redis store, one bucket
+// ---------------------------------------------------------------------------------------------
+
+/// Two hosts (two processes, each with its own state dir) sharing one Redis key-value store
+/// through runtime config and one S3 bucket: what one does, the other sees — files uploaded,
+/// listed, fetched and zipped across them, and a URL download started on one followed to its end
+/// and into history on the other. Runs in the Redis combinations of `cargo xtask test`.
+#[test]
+fn two_hosts_sharing_redis_and_a_bucket_see_the_same_files_and_downloads() {
+    if test_env().kv != KvKind::Redis {
+        eprintln!("SKIPPED two_hosts_sharing_redis_and_a_bucket: runs with DOWNLINK_TEST_KV=redis");
+        return;
+    }
+    let stores = HostState::shared("scale-out");
+    let first = App::start_sharing(&stores);
+    let second = App::start_sharing(&stores);
+
+    let big = generated_bytes(3, 9 * MIB as u64);
+    first.upload("/shared/big.bin", &big);
+    first.upload("/shared/note.txt", b"written through the first host");
+    let listing = json_of(&second.get("/shared/"), "listing on the second host");
+    let names: Vec<&str> = listing["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["big.bin", "note.txt"], "{listing}");
+    expect_file(&second, "shared/big.bin", &big);
+    let bucket = stores.s3().expect("a shared bucket");
+    assert_eq!(
+        bucket.object(&format!("{TEST_PREFIX}shared/note.txt")).as_deref(),
+        Some(&b"written through the first host"[..])
+    );
+
+    // A ZIP prepared on the first host, streamed by the second.
+    let auth = format!("Bearer {}", token_for(ROOT));
+    let body = json!({"Filelist": ["/shared/big.bin", "/shared/note.txt"]}).to_string();
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let prepared = first.0.host.request("POST", "/api/download/prepare", &headers, body.as_bytes());
+    expect_status(&prepared, 200, "prepare on the first host");
+    let id = json_of(&prepared, "prepare")["rslt"].as_str().expect("a prepare id").to_string();
+    let zip = second.0.host.request("POST", &format!("/api/download/multi?id={id}"), &headers[..1], b"");
+    expect_status(&zip, 200, "ZIP on the second host");
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.body)).expect("a valid ZIP");
+    assert_eq!(archive.len(), 2);
+    let mut entry = Vec::new();
+    std::io::Read::read_to_end(&mut archive.by_name("big.bin").expect("big.bin in the ZIP"), &mut entry).unwrap();
+    assert!(entry == big, "big.bin differs in the ZIP");
+
+    // A URL download started on the first host: progress, the end and history on the second.
+    let len = 6 * MIB as u64;
+    let origin = TestOrigin::start(vec![("/s/fetched.bin", Route::throttled(11, len, 2 * MIB as u64, false))]);
+    let (id, file) = start_ok(&first, "fetched", &origin.url("/s/fetched.bin"), &[]);
+    let seen = poll_until(SMALL, || ids(&global_active(&second)).contains(&id).then_some(()));
+    assert!(seen.is_some(), "the second host never listed download {id} as active");
+    wait_completed(&second, &id, len, Duration::from_secs(60));
+    assert_eq!(history_entry(&second, &id)["status"], json!("completed"));
+    let (status, sha, _) = file_digest(&second, &file);
+    assert_eq!((status, sha), (200, generated_sha256(11, len)), "the downloaded file through the second host");
+    assert_eq!(history_entry(&first, &id)["status"], json!("completed"), "and on the first host too");
 }
 
 // ---------------------------------------------------------------------------------------------

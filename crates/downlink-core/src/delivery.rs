@@ -158,6 +158,17 @@ impl<E> From<ContentError> for StreamError<E> {
     }
 }
 
+/// A read that failed before any byte was sent is answered as `500 STORAGE_ERROR` saying what
+/// broke (the message names the file and the fault, never contents or secrets).
+impl From<ContentError> for ApiError {
+    fn from(e: ContentError) -> Self {
+        match e {
+            ContentError::Storage(e) => e.into(),
+            other => ApiError::storage(other.to_string()),
+        }
+    }
+}
+
 impl<E> From<StorageError> for StreamError<E> {
     fn from(e: StorageError) -> Self {
         StreamError::Content(ContentError::Storage(e))

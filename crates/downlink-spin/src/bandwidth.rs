@@ -1,7 +1,7 @@
 //! Per-principal bandwidth accounting: the quota from the `bandwidth_quota_bytes` variable,
 //! the atomic bytes-sent counter, and a response body that counts what it sends.
 
-use crate::http::{send_error, start_response, BodyWriter, ClientGone};
+use crate::http::{send_error, ClientGone, DeferredResponse};
 use downlink_core::delivery::{ContentSink, Delivery, StreamError};
 use downlink_core::prepare::{bandwidth_key, check_quota};
 use downlink_core::storage::Storage;
@@ -44,9 +44,10 @@ pub fn check_before_sending<S: Storage + ?Sized>(
 }
 
 /// Answers with `delivery`: the principal's quota is checked first (a clean `429` before any
-/// status is committed), then the response starts and the body streams, counted as it goes.
-/// An error means the body broke off after the status was sent; it is left unfinished, so the
-/// client sees a truncated response, never a silently short one.
+/// status is committed), then the body streams, counted as it goes. A read that fails before
+/// the response is committed (see [`DeferredResponse`]) is answered with its JSON error. An
+/// error returned means the body broke off after the status was sent; it is left unfinished,
+/// so the client sees a truncated response, never a silently short one.
 pub fn deliver<S: Storage + ?Sized>(
     storage: &S,
     principal: &str,
@@ -57,17 +58,26 @@ pub fn deliver<S: Storage + ?Sized>(
         send_error(out, &refused);
         return Ok(());
     }
-    let body = start_response(out, delivery.response.status, &delivery.response.headers);
+    let body = DeferredResponse::new(out, delivery.response.status, delivery.response.headers.clone());
     let mut sink = CountingSink::new(body, storage, principal);
     // What went out is counted also when the transfer breaks off (the sink counts on drop).
-    delivery.stream(storage, &mut sink)?;
-    sink.finish().map_err(StreamError::Sink)
+    match delivery.stream(storage, &mut sink) {
+        Ok(()) => sink.finish().map_err(StreamError::Sink),
+        Err(StreamError::Content(error)) => match sink.into_unsent() {
+            Some(out) => {
+                send_error(out, &error.into());
+                Ok(())
+            }
+            None => Err(StreamError::Content(error)),
+        },
+        Err(other) => Err(other),
+    }
 }
 
 /// A response body that counts the bytes it sends into a principal's counter, in batches.
 pub struct CountingSink<'a, S: Storage + ?Sized> {
     /// `None` once finished.
-    body: Option<BodyWriter>,
+    body: Option<DeferredResponse>,
     storage: &'a S,
     key: String,
     uncounted: u64,
@@ -75,7 +85,7 @@ pub struct CountingSink<'a, S: Storage + ?Sized> {
 
 impl<'a, S: Storage + ?Sized> CountingSink<'a, S> {
     /// Counts what is written to `body` for `principal`.
-    pub fn new(body: BodyWriter, storage: &'a S, principal: &str) -> Self {
+    pub fn new(body: DeferredResponse, storage: &'a S, principal: &str) -> Self {
         CountingSink { body: Some(body), storage, key: bandwidth_key(principal), uncounted: 0 }
     }
 
@@ -95,7 +105,17 @@ impl<'a, S: Storage + ?Sized> CountingSink<'a, S> {
     /// Counts the rest and ends the body.
     pub fn finish(mut self) -> Result<(), ClientGone> {
         self.count_now();
-        self.body.take().map_or(Ok(()), BodyWriter::finish)
+        self.body.take().map_or(Ok(()), DeferredResponse::finish)
+    }
+
+    /// The response slot if no byte was sent yet (see [`DeferredResponse::into_unsent`]).
+    pub fn into_unsent(mut self) -> Option<ResponseOutparam> {
+        let out = self.body.take().and_then(DeferredResponse::into_unsent);
+        if out.is_some() {
+            // Held back, never sent: not counted.
+            self.uncounted = 0;
+        }
+        out
     }
 }
 
@@ -104,7 +124,7 @@ impl<S: Storage + ?Sized> ContentSink for CountingSink<'_, S> {
     type Error = ClientGone;
 
     fn send(&mut self, data: &[u8]) -> Result<(), ClientGone> {
-        self.body.as_mut().ok_or(ClientGone)?.write_all(data)?;
+        self.body.as_mut().ok_or(ClientGone)?.send(data)?;
         self.uncounted += data.len() as u64;
         if self.uncounted >= COUNT_EVERY_BYTES {
             self.count_now();

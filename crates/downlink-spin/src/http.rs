@@ -193,6 +193,75 @@ impl BodyWriter {
     }
 }
 
+/// Body bytes a [`DeferredResponse`] holds back before it commits to its status.
+const DEFER_BYTES: usize = 64 * 1024;
+
+/// A response whose status and headers go out with its first [`DEFER_BYTES`] of body (or at
+/// its end, if shorter), so a failure before that — a bucket that cannot be reached, a missing
+/// chunk — can still be answered with a JSON error instead of a cut-off body.
+pub struct DeferredResponse {
+    state: Deferred,
+}
+
+enum Deferred {
+    Waiting { out: ResponseOutparam, status: u16, headers: Vec<(&'static str, String)>, held: Vec<u8> },
+    Started(BodyWriter),
+    Gone,
+}
+
+impl DeferredResponse {
+    /// A response with `status` and `headers`, not sent yet.
+    pub fn new(out: ResponseOutparam, status: u16, headers: Vec<(&'static str, String)>) -> Self {
+        DeferredResponse { state: Deferred::Waiting { out, status, headers, held: Vec::new() } }
+    }
+
+    /// The response slot if nothing was sent yet (to answer with an error instead).
+    pub fn into_unsent(mut self) -> Option<ResponseOutparam> {
+        match std::mem::replace(&mut self.state, Deferred::Gone) {
+            Deferred::Waiting { out, .. } => Some(out),
+            _ => None,
+        }
+    }
+
+    fn start(&mut self) -> Result<&mut BodyWriter, ClientGone> {
+        self.state = match std::mem::replace(&mut self.state, Deferred::Gone) {
+            Deferred::Waiting { out, status, headers, held } => {
+                let mut body = start_response(out, status, &headers);
+                body.write_all(&held)?;
+                Deferred::Started(body)
+            }
+            other => other,
+        };
+        match &mut self.state {
+            Deferred::Started(body) => Ok(body),
+            _ => Err(ClientGone),
+        }
+    }
+
+    /// Sends what is held back and ends the body.
+    pub fn finish(mut self) -> Result<(), ClientGone> {
+        self.start()?;
+        match std::mem::replace(&mut self.state, Deferred::Gone) {
+            Deferred::Started(body) => body.finish(),
+            _ => Err(ClientGone),
+        }
+    }
+}
+
+impl downlink_core::delivery::ContentSink for DeferredResponse {
+    type Error = ClientGone;
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), ClientGone> {
+        if let Deferred::Waiting { held, .. } = &mut self.state {
+            if held.len() + bytes.len() <= DEFER_BYTES {
+                held.extend_from_slice(bytes);
+                return Ok(());
+            }
+        }
+        self.start()?.write_all(bytes)
+    }
+}
+
 /// A response body is where streamed content goes.
 impl downlink_core::delivery::ContentSink for BodyWriter {
     type Error = ClientGone;

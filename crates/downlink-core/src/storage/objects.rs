@@ -172,6 +172,8 @@ mod memory {
         objects: BTreeMap<String, (String, Vec<u8>)>,
         uploads: BTreeMap<String, (String, BTreeMap<u16, Vec<u8>>)>,
         next: u64,
+        /// Every call fails, as when the server cannot be reached.
+        offline: bool,
     }
 
     impl State {
@@ -210,6 +212,18 @@ mod memory {
             self.state.borrow().uploads.len()
         }
 
+        /// Makes every call fail (`true`), as a stopped server would, or work again.
+        pub fn set_offline(&self, offline: bool) {
+            self.state.borrow_mut().offline = offline;
+        }
+
+        fn reachable(&self) -> Result<(), StorageError> {
+            match self.state.borrow().offline {
+                true => Err(StorageError::new("object store: connection refused")),
+                false => Ok(()),
+            }
+        }
+
         /// Replaces the object at `key` as another tool would (new ETag).
         pub fn overwrite(&self, key: &str, bytes: &[u8]) {
             let mut state = self.state.borrow_mut();
@@ -236,6 +250,7 @@ mod memory {
         }
 
         fn put(&self, key: &str, _: &str, bytes: &[u8], condition: &PutCondition) -> Result<PutOutcome, StorageError> {
+            self.reachable()?;
             let mut state = self.state.borrow_mut();
             if !state.allows(key, condition) {
                 return Ok(PutOutcome::PreconditionFailed);
@@ -246,6 +261,7 @@ mod memory {
         }
 
         fn create_upload(&self, key: &str, _: &str) -> Result<PendingUpload, StorageError> {
+            self.reachable()?;
             let mut state = self.state.borrow_mut();
             let upload_id = state.fresh("upload");
             state.uploads.insert(upload_id.clone(), (key.to_owned(), BTreeMap::new()));
@@ -253,6 +269,7 @@ mod memory {
         }
 
         fn upload_part(&self, upload: &PendingUpload, number: u16, bytes: &[u8]) -> Result<UploadedPart, StorageError> {
+            self.reachable()?;
             let mut state = self.state.borrow_mut();
             let etag = state.fresh("part");
             let (_, parts) = state
@@ -269,6 +286,7 @@ mod memory {
             parts: &[UploadedPart],
             condition: &PutCondition,
         ) -> Result<PutOutcome, StorageError> {
+            self.reachable()?;
             let mut state = self.state.borrow_mut();
             if !state.allows(&upload.key, condition) {
                 return Ok(PutOutcome::PreconditionFailed);
@@ -288,6 +306,7 @@ mod memory {
         }
 
         fn abort_upload(&self, upload: &PendingUpload) -> Result<(), StorageError> {
+            self.reachable()?;
             self.state.borrow_mut().uploads.remove(&upload.upload_id);
             Ok(())
         }
@@ -298,6 +317,7 @@ mod memory {
             offset: u64,
             len: u64,
         ) -> Result<Box<dyn ObjectBody + '_>, ObjectReadError> {
+            self.reachable().map_err(ObjectReadError::Failed)?;
             let state = self.state.borrow();
             let (etag, bytes) = state.objects.get(&location.key).ok_or(ObjectReadError::Missing)?;
             if *etag != location.etag {
@@ -313,6 +333,7 @@ mod memory {
         fn pause(&self, _: std::time::Duration) {}
 
         fn delete(&self, key: &str) -> Result<(), StorageError> {
+            self.reachable()?;
             self.state.borrow_mut().objects.remove(key);
             Ok(())
         }

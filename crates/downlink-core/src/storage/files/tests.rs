@@ -654,6 +654,43 @@ mod in_a_bucket {
     }
 
     #[test]
+    fn an_upload_that_cannot_be_aborted_now_is_left_for_gc_to_abort() {
+        let storage = bucketed();
+        let mut writer = FileWriter::begin(&storage, p("cut.bin"), id("b1"), WriteOptions::default(), NOW).unwrap();
+        writer.write(&content(MIN_PART_BYTES + 10)).unwrap();
+        bucket(&storage).set_offline(true);
+        let failed = writer.write(&content(MIN_PART_BYTES)).unwrap_err();
+        assert_eq!(failed.code, ErrorCode::StorageError);
+        assert!(writer.abort().is_err(), "the abort cannot reach the bucket");
+        bucket(&storage).set_offline(false);
+        assert_eq!(bucket(&storage).pending_uploads(), 1);
+        assert!(storage.records.get(&crate::blob::pending_key(&id("b1"))).unwrap().is_some(), "the marker stays");
+        assert!(read_meta(&storage, &p("cut.bin")).unwrap().is_none());
+        let report = collect_garbage(&storage, NOW + DEFAULT_GC_GRACE_SECS + 1, DEFAULT_GC_GRACE_SECS).unwrap();
+        assert_eq!(report.uploads_aborted, 1);
+        assert_eq!(bucket(&storage).pending_uploads(), 0);
+        assert!(storage.records.get(&crate::blob::pending_key(&id("b1"))).unwrap().is_none(), "then it goes");
+    }
+
+    #[test]
+    fn a_read_of_an_unreachable_bucket_fails_before_any_byte() {
+        let storage = bucketed();
+        write(&storage, "r.bin", "b1", &content(1000), WriteMode::Overwrite).unwrap();
+        bucket(&storage).set_offline(true);
+        let meta = read_meta(&storage, &p("r.bin")).unwrap().unwrap();
+        let mut out = Vec::new();
+        let error =
+            StoredContent::from(&meta).stream(&storage, 0, meta.size, ReadCheck::ChunkLengths, &mut out).unwrap_err();
+        assert!(matches!(error, crate::delivery::StreamError::Content(crate::delivery::ContentError::Storage(_))));
+        assert!(out.is_empty());
+        let answer: crate::ApiError = match error {
+            crate::delivery::StreamError::Content(content) => content.into(),
+            crate::delivery::StreamError::Sink(never) => match never {},
+        };
+        assert_eq!((answer.status(), answer.code), (500, ErrorCode::StorageError));
+    }
+
+    #[test]
     fn files_written_as_chunks_stay_readable_and_deletable_after_a_bucket_is_configured() {
         let storage = bucketed();
         let old = write_file(&storage.records, &p("old.txt"), id("b0"), [b"chunked".as_slice()], small_chunks(), NOW)

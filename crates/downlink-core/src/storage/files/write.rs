@@ -281,13 +281,12 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
         match &self.sink {
             ByteSink::Chunks { attempted, .. } => discard_blob(self.storage, &self.blob_id, *attempted),
             ByteSink::Object { upload, .. } => {
-                let aborted = match upload {
-                    Some(pending) => bucket(self.storage).and_then(|o| o.abort_upload(pending).map_err(Into::into)),
-                    None => Ok(()),
-                };
-                let marker = self.storage.delete(&pending_key(&self.blob_id));
-                aborted?;
-                marker.map_err(ApiError::from)
+                if let Some(pending) = upload {
+                    // The marker names the upload: it stays until the upload is aborted, so a
+                    // bucket that cannot be reached now leaves GC something to abort later.
+                    bucket(self.storage)?.abort_upload(pending)?;
+                }
+                self.storage.delete(&pending_key(&self.blob_id)).map_err(ApiError::from)
             }
         }
     }
