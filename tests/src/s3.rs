@@ -1,10 +1,11 @@
 //! A throwaway S3-compatible server (`s3s-fs`, which checks SigV4 signatures) for the app's
 //! object-storage backend, and the variables that point the app at it.
 
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::*;
@@ -78,6 +79,11 @@ impl S3Server {
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The app variables that store file bytes here.
@@ -164,4 +170,121 @@ fn spawn_ready(bin: &Path, port: u16, dir: &Path, what: &str) -> Option<Child> {
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// A TCP proxy in front of an S3 server that answers the next requests with `503 SlowDown`
+/// (as S3 does under load) and forwards the rest, each request on its own connection.
+pub struct SlowDownProxy {
+    port: u16,
+    fail_next: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowDownProxy {
+    /// Listens on a free 127.0.0.1 port and forwards to `upstream` (an S3 server's port).
+    pub fn start(upstream: u16) -> SlowDownProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).expect("a non-blocking listener");
+        let port = listener.local_addr().unwrap().port();
+        let proxy = SlowDownProxy { port, fail_next: Arc::default(), failed: Arc::default(), stop: Arc::default() };
+        let (fail_next, failed, stop) = (proxy.fail_next.clone(), proxy.failed.clone(), proxy.stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let (fail_next, failed) = (fail_next.clone(), failed.clone());
+                        std::thread::spawn(move || proxy_one(client, upstream, &fail_next, &failed));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        proxy
+    }
+
+    /// `http://127.0.0.1:PORT`: the `s3_endpoint` that goes through the proxy.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Answers the next `count` requests with `503 SlowDown`.
+    pub fn fail_next(&self, count: usize) {
+        self.fail_next.store(count, Ordering::SeqCst);
+    }
+
+    /// How many requests were answered with `503` so far.
+    pub fn failed(&self) -> usize {
+        self.failed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SlowDownProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One client connection: read the request head, then refuse it or forward it (with
+/// `Connection: close`, so every request is seen here).
+fn proxy_one(mut client: TcpStream, upstream: u16, fail_next: &AtomicUsize, failed: &AtomicUsize) {
+    let _ = client.set_nonblocking(false);
+    let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut received = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match std::io::Read::read(&mut client, &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    let refuse = fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    if refuse {
+        // Take the whole body first, as a server would, so the client reads the answer.
+        let declared = head
+            .lines()
+            .find_map(|line| line.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while received.len() < head_end + declared {
+            match std::io::Read::read(&mut client, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                    <Message>Please reduce your request rate.</Message></Error>";
+        let answer = format!(
+            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        failed.fetch_add(1, Ordering::SeqCst);
+        let _ = std::io::Write::write_all(&mut client, answer.as_bytes());
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
+    let mut forwarded: String = head
+        .lines()
+        .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    forwarded.push_str("Connection: close\r\n\r\n");
+    if std::io::Write::write_all(&mut server, forwarded.as_bytes()).is_err()
+        || std::io::Write::write_all(&mut server, &received[head_end..]).is_err()
+    {
+        return;
+    }
+    let (Ok(mut client_reader), Ok(mut server_writer)) = (client.try_clone(), server.try_clone()) else { return };
+    let upload = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client_reader, &mut server_writer);
+    });
+    let _ = std::io::copy(&mut server, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = server.shutdown(std::net::Shutdown::Both);
+    let _ = upload.join();
 }

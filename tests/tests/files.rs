@@ -1451,6 +1451,38 @@ fn the_bucket_stopping_mid_upload_or_mid_read_is_clear_and_leaves_nothing() {
     assert!(back.body == stored, "the file read back differs");
 }
 
+/// `503 SlowDown` from the bucket is retried (S3 only): a few in a row cost a pause, more than
+/// the attempts allow are a clear error naming it, and nothing is left visible.
+#[test]
+fn slow_down_answers_from_the_bucket_are_retried() {
+    if !bytes_in_bucket() {
+        eprintln!("skipped: runs with DOWNLINK_TEST_STORAGE=s3");
+        return;
+    }
+    let state = HostState::new("s3-slowdown");
+    let proxy = SlowDownProxy::start(state.s3().expect("the state's bucket").port());
+    let builder = app_builder(SUITE, TOKENS).state(&state).variable("s3_endpoint", &proxy.endpoint());
+    let app = App(TestApp::from_builder(SUITE, builder, CLIENT_TIMEOUT));
+
+    proxy.fail_next(2);
+    upload(&app, "/slow/a.txt", "slow/a.txt", b"stored on the third attempt", 201);
+    assert_eq!(proxy.failed(), 2, "both 503s were seen");
+    proxy.fail_next(1);
+    let got = app.get("/slow/a.txt");
+    expect_status(&got, 200, "GET after one 503");
+    assert_eq!(got.body, b"stored on the third attempt");
+    assert_eq!(proxy.failed(), 3);
+
+    proxy.fail_next(100);
+    let refused = app.put("/slow/b.txt", b"never stored");
+    let body = expect_error(&refused, 500, "STORAGE_ERROR", "PUT while the bucket keeps answering 503");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("SlowDown")), "{body}");
+    let attempts = proxy.failed() - 3;
+    assert!((2..=5).contains(&attempts), "{attempts} attempts before giving up");
+    proxy.fail_next(0);
+    expect_error(&app.get("/slow/b.txt"), 404, "NOT_FOUND", "the refused upload is not visible");
+}
+
 /// Part of the test bucket's secret (`tests/src/s3.rs`), which must never reach a response.
 const SECRET_MARKER: &str = "test-secret";
 
