@@ -727,6 +727,77 @@ fn clone_file_records(app: &App, source: &str, dir: &str, count: usize) -> Vec<S
     names
 }
 
+/// One file over 4 GiB (S3 only): fetched by a URL download from a local origin into a
+/// multipart upload of some 550 parts, then zipped with a small file: a ZIP64 entry that
+/// `unzip -t`, Python's `zipfile` and the zip crate read back.
+#[test]
+fn a_single_file_over_4_gib_in_a_bucket_zips_as_zip64() {
+    if !bytes_in_bucket() {
+        eprintln!("skipped: runs with DOWNLINK_TEST_STORAGE=s3");
+        return;
+    }
+    let len = 4 * GIB + 3 * MIB as u64 + 17;
+    let origin = TestOrigin::start(vec![("/huge.bin", Route::generated(90, len))]);
+    let app = App::start_with(&[("allow_download", "true"), ("download_allow_private", "true")]);
+    app.upload("/huge/small.txt", b"beside the big one");
+    let start = app.call("GET", &format!("/huge?download={}", encode(&origin.url("/huge.bin"))), Some(ROOT), &[], b"");
+    expect_status(&start, 202, "start the 4 GiB download");
+    let id = start.json()["download_id"].as_str().expect("a download id").to_string();
+    let record = poll_until(Duration::from_secs(600), || {
+        let record = app.call("GET", &format!("/api/v1/downloads/{id}"), Some(ROOT), &[], b"").json();
+        match record["status"].as_str() {
+            Some("completed") => Some(record),
+            Some("failed" | "cancelled") => panic!("the 4 GiB download ended: {record}"),
+            _ => {
+                thread::sleep(Duration::from_millis(500));
+                None
+            }
+        }
+    })
+    .expect("the 4 GiB download did not finish in 10 minutes");
+    assert_eq!(record["current_size"], json!(len), "{record}");
+    let mut crc = crc32fast::Hasher::new();
+    for_each_generated_block(90, len, |block| crc.update(block));
+    let crc = crc.finalize();
+
+    let id = app.prepare(&["/huge/huge.bin", "/huge/small.txt"]);
+    let dir = tempdir("multi-zip64-one-file");
+    let path = dir.path().join("huge.zip");
+    let mut out = std::io::BufWriter::with_capacity(MIB, File::create(&path).unwrap());
+    let auth = format!("Bearer {}", token_for(ALICE));
+    let agent = client_with_timeout(Duration::from_secs(900));
+    let (resp, received) = http_request_streaming(
+        &agent,
+        "POST",
+        &app.host.url(&format!("/api/download/multi?id={id}")),
+        &[("Authorization", &auth)],
+        |bytes| out.write_all(bytes).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("the 4 GiB archive: {e}\n{}", app.host.stderr()));
+    out.flush().unwrap();
+    drop(out);
+    expect_status(&resp, 200, "the 4 GiB archive");
+    assert_eq!(resp.header("content-length"), Some(received.to_string().as_str()));
+
+    let mut archive = zip::ZipArchive::new(File::open(&path).unwrap()).expect("zip crate opens the archive");
+    assert_eq!(archive.len(), 2);
+    archive.validate_header_consistency().expect("consistent headers");
+    let big = archive.by_index(0).unwrap();
+    assert_eq!((&*big.name().unwrap(), big.size(), big.crc32()), ("huge.bin", len, crc));
+    drop(big);
+    let mut small = archive.by_index(1).unwrap();
+    assert!(small.header_start() > 4 * GIB, "the second entry starts at {}", small.header_start());
+    let mut content = Vec::new();
+    small.read_to_end(&mut content).unwrap();
+    assert_eq!(content, b"beside the big one");
+    drop(small);
+    drop(archive);
+    unzip_test(&path, "ZIP64 archive of one 4 GiB file");
+    if let Some(report) = python_check(&path, zip::CompressionMethod::Stored, "ZIP64 archive of one 4 GiB file") {
+        assert_eq!(report["sizes"], json!([len, 18]));
+    }
+}
+
 #[test]
 fn zip64_archive_over_4_gib() {
     let app = App::start();

@@ -27,6 +27,8 @@ use downlink_spin::kv::AppStorage;
 use downlink_spin::{auth, download_settings, now_unix, random_blob_id, random_id};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// Longest a connection attempt may take (the whole-transfer deadline may be shorter).
@@ -259,33 +261,65 @@ struct Duties<'d> {
     download: &'d Download,
     throttle: ProgressThrottle,
     heartbeat_ms: u64,
-    /// The last report written (its sizes are repeated by heartbeats).
-    last: ProgressReport,
+    /// The last report written (its sizes are repeated by heartbeats); shared with the hook
+    /// that keeps the heartbeat fresh while the bucket is slow to answer.
+    last: Rc<RefCell<ProgressReport>>,
 }
 
 impl<'d> Duties<'d> {
     fn new(download: &'d Download, start_ms: u64) -> Self {
-        Duties {
+        let duties = Duties {
             download,
             throttle: ProgressThrottle::new(start_ms),
             heartbeat_ms: download.settings.heartbeat_secs * 1000,
-            last: ProgressReport::default(),
-        }
+            last: Rc::default(),
+        };
+        duties.keep_alive_while_the_bucket_works();
+        duties
+    }
+
+    /// With bytes in a bucket, a request can keep the worker waiting far longer than a
+    /// heartbeat interval (completing a multipart upload of gigabytes): meanwhile the bucket's
+    /// waiting hook repeats the last report with a fresh heartbeat, through a store handle of
+    /// its own.
+    fn keep_alive_while_the_bucket_works(&self) {
+        let (Some(objects), Ok(records)) = (&self.download.storage.objects, downlink_spin::kv::open_records()) else {
+            return;
+        };
+        let (last, id, interval) =
+            (self.last.clone(), self.download.record.id.clone(), self.download.settings.heartbeat_secs);
+        objects.while_waiting(Box::new(move || {
+            let now = now_unix();
+            let mut report = last.borrow_mut();
+            if now >= report.heartbeat + interval {
+                report.heartbeat = now;
+                if let Err(e) = report_progress(&records, &id, &report) {
+                    eprintln!("download {id}: heartbeat while the bucket works: {e}");
+                }
+            }
+        }));
     }
 
     /// Reports `received` bytes of a response that has arrived, then looks at the record.
     fn report(&mut self, received: u64, expected: Option<u64>) -> Result<(), Stop> {
-        self.last.current_size = received;
-        self.last.expected_size = expected.or(self.last.expected_size);
-        self.last.receiving = true;
+        {
+            let mut last = self.last.borrow_mut();
+            last.current_size = received;
+            last.expected_size = expected.or(last.expected_size);
+            last.receiving = true;
+        }
         self.write_report()
     }
 
     /// Stores the report, fresh heartbeat included (a plain set of the worker's own key, no
     /// compare-and-swap), then `Ended` if someone ended the record meanwhile.
     fn write_report(&mut self) -> Result<(), Stop> {
-        self.last.heartbeat = now_unix();
-        report_progress(&self.download.storage, &self.download.record.id, &self.last)?;
+        let report = {
+            let mut last = self.last.borrow_mut();
+            last.heartbeat = now_unix();
+            last.clone()
+        };
+        report_progress(&self.download.storage, &self.download.record.id, &report)?;
         self.check_not_ended()
     }
 

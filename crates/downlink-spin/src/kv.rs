@@ -26,12 +26,17 @@ pub type AppStorage = WithObjects<KvStorage, S3Objects>;
 /// Opens the `default` store (granted in `spin.toml` via `key_value_stores`) and the bucket,
 /// if this component's variables configure one; a bad setting is a `500` naming it.
 pub fn open_default() -> Result<AppStorage, ApiError> {
-    let records = SpinBucket::open("default").map(|bucket| ExactKv::new(bucket, pause))?;
+    let records = open_records()?;
     let objects = match BytesBackend::load(&crate::settings())? {
         BytesBackend::KeyValue => None,
         BytesBackend::S3(client) => Some(S3Objects::new(*client)),
     };
     Ok(WithObjects { records, objects })
+}
+
+/// Opens the `default` store alone (records only; a second handle beside [`open_default`]'s).
+pub fn open_records() -> Result<KvStorage, ApiError> {
+    Ok(SpinBucket::open("default").map(|bucket| ExactKv::new(bucket, pause))?)
 }
 
 /// Blocks this instance for `duration` (a WASI timer; other instances keep running).

@@ -1,6 +1,7 @@
 //! [`ObjectStore`] over outbound HTTP: sends the requests [`S3Client`] signs, with bounded
 //! retries for S3's transient answers (`503 SlowDown`, `500`, connection failures).
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use downlink_core::path::StoragePath;
@@ -30,15 +31,46 @@ const MAX_SMALL_BODY: usize = 1 << 20;
 const READ_PIECE: u64 = 1 << 20;
 
 /// A bucket reached over outbound HTTP.
-#[derive(Debug)]
 pub struct S3Objects {
     client: S3Client,
+    /// Called about every [`WAIT_TICK`] while an answer is awaited (see [`S3Objects::while_waiting`]).
+    waiting: RefCell<Option<Box<dyn FnMut()>>>,
 }
+
+impl std::fmt::Debug for S3Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Objects").field("client", &self.client).finish_non_exhaustive()
+    }
+}
+
+/// How often a wait for an answer wakes to run the [`S3Objects::while_waiting`] hook.
+const WAIT_TICK: Duration = Duration::from_secs(1);
 
 impl S3Objects {
     /// The bucket `client` signs for.
     pub fn new(client: S3Client) -> Self {
-        S3Objects { client }
+        S3Objects { client, waiting: RefCell::new(None) }
+    }
+
+    /// Runs `hook` about every second while a request waits for its answer: a worker keeps
+    /// its heartbeat fresh while the bucket assembles a large object (`CompleteMultipartUpload`
+    /// of gigabytes takes tens of seconds, past the point where the download looks dead).
+    pub fn while_waiting(&self, hook: Box<dyn FnMut()>) {
+        *self.waiting.borrow_mut() = Some(hook);
+    }
+
+    /// [`send`] with this bucket's waiting hook.
+    fn send(
+        &self,
+        operation: &str,
+        body: &[u8],
+        build: impl Fn(u64) -> SignedRequest,
+    ) -> Result<(Answer, S3Status), StorageError> {
+        send(operation, body, build, &mut || {
+            if let Some(hook) = self.waiting.borrow_mut().as_mut() {
+                hook();
+            }
+        })
     }
 }
 
@@ -102,6 +134,7 @@ fn send(
     operation: &str,
     body: &[u8],
     build: impl Fn(u64) -> SignedRequest,
+    waiting: &mut dyn FnMut(),
 ) -> Result<(Answer, S3Status), StorageError> {
     let mut backoff = FIRST_BACKOFF;
     let mut last_error = None;
@@ -124,12 +157,10 @@ fn send(
             FIRST_BYTE_TIMEOUT,
         )
         .and_then(|pending| {
-            fetch::await_response(
-                &pending,
-                fetch::after(FIRST_BYTE_TIMEOUT + CONNECT_TIMEOUT),
-                IDLE_TIMEOUT,
-                &mut || true,
-            )
+            fetch::await_response(&pending, fetch::after(FIRST_BYTE_TIMEOUT + CONNECT_TIMEOUT), WAIT_TICK, &mut || {
+                waiting();
+                true
+            })
         });
         let response = match answer {
             Ok(response) => response,
@@ -182,13 +213,13 @@ impl ObjectStore for S3Objects {
         condition: &PutCondition,
     ) -> Result<PutOutcome, StorageError> {
         let (answer, status) =
-            send("PutObject", bytes, |now| self.client.put_object(key, content_type, condition, now))?;
+            self.send("PutObject", bytes, |now| self.client.put_object(key, content_type, condition, now))?;
         written("PutObject", &answer, status)
     }
 
     fn create_upload(&self, key: &str, content_type: &str) -> Result<PendingUpload, StorageError> {
         let (answer, status) =
-            send("CreateMultipartUpload", &[], |now| self.client.create_upload(key, content_type, now))?;
+            self.send("CreateMultipartUpload", &[], |now| self.client.create_upload(key, content_type, now))?;
         if status != S3Status::Ok {
             return Err(status.into_error("CreateMultipartUpload"));
         }
@@ -197,7 +228,7 @@ impl ObjectStore for S3Objects {
     }
 
     fn upload_part(&self, upload: &PendingUpload, number: u16, bytes: &[u8]) -> Result<UploadedPart, StorageError> {
-        let (answer, status) = send("UploadPart", bytes, |now| self.client.upload_part(upload, number, now))?;
+        let (answer, status) = self.send("UploadPart", bytes, |now| self.client.upload_part(upload, number, now))?;
         match written("UploadPart", &answer, status)? {
             PutOutcome::Written { etag } => Ok(UploadedPart { number, etag }),
             PutOutcome::PreconditionFailed => Err(StorageError::new("s3 UploadPart: precondition failed")),
@@ -210,8 +241,8 @@ impl ObjectStore for S3Objects {
         parts: &[UploadedPart],
         condition: &PutCondition,
     ) -> Result<PutOutcome, StorageError> {
-        let (answer, status) =
-            send("CompleteMultipartUpload", &[], |now| self.client.complete_upload(upload, parts, condition, now))?;
+        let (answer, status) = self
+            .send("CompleteMultipartUpload", &[], |now| self.client.complete_upload(upload, parts, condition, now))?;
         match status {
             // A 200 can still carry an error; the ETag is in the body.
             S3Status::Ok => {
@@ -223,7 +254,7 @@ impl ObjectStore for S3Objects {
     }
 
     fn abort_upload(&self, upload: &PendingUpload) -> Result<(), StorageError> {
-        let (_, status) = send("AbortMultipartUpload", &[], |now| self.client.abort_upload(upload, now))?;
+        let (_, status) = self.send("AbortMultipartUpload", &[], |now| self.client.abort_upload(upload, now))?;
         match status {
             S3Status::Ok | S3Status::NotFound => Ok(()),
             other => Err(other.into_error("AbortMultipartUpload")),
@@ -236,7 +267,7 @@ impl ObjectStore for S3Objects {
         offset: u64,
         len: u64,
     ) -> Result<Box<dyn ObjectBody + '_>, ObjectReadError> {
-        let (answer, status) = send("GetObject", &[], |now| self.client.get_range(location, offset, len, now))?;
+        let (answer, status) = self.send("GetObject", &[], |now| self.client.get_range(location, offset, len, now))?;
         match status {
             S3Status::Ok => {}
             S3Status::NotFound => return Err(ObjectReadError::Missing),
@@ -256,7 +287,7 @@ impl ObjectStore for S3Objects {
     }
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {
-        let (_, status) = send("DeleteObject", &[], |now| self.client.delete_object(key, now))?;
+        let (_, status) = self.send("DeleteObject", &[], |now| self.client.delete_object(key, now))?;
         match status {
             S3Status::Ok | S3Status::NotFound => Ok(()),
             other => Err(other.into_error("DeleteObject")),
