@@ -327,7 +327,7 @@ mod tests {
     }
 
     fn name(i: usize) -> String {
-        format!("file-{i:06}.txt")
+        format!("file-{i:07}.txt")
     }
 
     /// `0..count` in a scrambled but fixed order (7919 is prime, so this is a permutation).
@@ -359,7 +359,7 @@ mod tests {
         let all: Vec<String> = (0..5000).map(name).collect();
         assert_eq!(names_after(&storage, None), all);
         assert_eq!(names_after(&storage, Some(&name(2500))), all[2501..]);
-        assert_eq!(names_after(&storage, Some("file-0031")), all[3100..]);
+        assert_eq!(names_after(&storage, Some("file-00031")), all[3100..]);
         assert_eq!(names_after(&storage, Some("")), all);
         assert!(names_after(&storage, Some(&name(4999))).is_empty());
         assert!(names_after(&storage, Some("zzz")).is_empty());
@@ -443,6 +443,45 @@ mod tests {
         assert!(remove_entry(&storage, &dir(), &name(2400)).unwrap());
         insert(&storage, 2400);
         assert_eq!(names_after(&storage, Some(&name(2397))), (2398..2500).map(name).collect::<Vec<_>>());
+    }
+
+    /// A directory of a million entries, index only (run in release: `cargo test --release -p
+    /// downlink-core --lib -- --ignored a_million`; bench/dirs.sh does). Prints the cost of an
+    /// insert and of a listing page as it grows, then checks every entry is listed once, in order.
+    #[test]
+    #[ignore = "minutes of work; run by bench/dirs.sh in release"]
+    fn a_million_entries() {
+        let storage = MemoryStorage::new();
+        let million = 1_000_000;
+        let mut filled = 0;
+        for size in [1_000, 100_000, million] {
+            (filled..size).for_each(|i| insert(&storage, i * 2));
+            filled = size;
+            let started = std::time::Instant::now();
+            let step = size / 1000;
+            (0..1000).for_each(|i| insert(&storage, i * step * 2 + 1));
+            let per_insert = started.elapsed() / 1000;
+            let started = std::time::Instant::now();
+            let mut cursor = IndexCursor::open(&storage, &dir(), Some(&name(size))).unwrap().unwrap();
+            for _ in 0..100 {
+                cursor.next_entry().unwrap().expect("100 entries after the middle");
+            }
+            let page = started.elapsed();
+            (0..1000).for_each(|i| assert!(remove_entry(&storage, &dir(), &name(i * step * 2 + 1)).unwrap()));
+            let head = read_head(&storage, &dir()).unwrap().unwrap();
+            println!(
+                "index of {size} entries: insert {per_insert:?}, page of 100 {page:?}, {} pages, head {} bytes",
+                head.routes().len(),
+                head.to_json_bytes().len()
+            );
+        }
+        let mut cursor = IndexCursor::open(&storage, &dir(), None).unwrap().unwrap();
+        let mut count = 0;
+        while let Some((entry, _)) = cursor.next_entry().unwrap() {
+            assert_eq!(entry, name(count * 2));
+            count += 1;
+        }
+        assert_eq!(count, million);
     }
 
     /// Counts reads and the bytes they return.
