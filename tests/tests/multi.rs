@@ -727,6 +727,28 @@ fn clone_file_records(app: &App, source: &str, dir: &str, count: usize) -> Vec<S
     names
 }
 
+/// Streams prepare id `id`'s STORE archive into the file at `path` (too big for memory);
+/// returns the response (status and headers) and the bytes received, asserting 200.
+fn archive_to_disk(app: &App, id: &str, path: &Path, what: &str) -> (Resp, u64) {
+    let mut out = std::io::BufWriter::with_capacity(MIB, File::create(path).unwrap());
+    let auth = format!("Bearer {}", token_for(ALICE));
+    let started = Instant::now();
+    let agent = client_with_timeout(Duration::from_secs(900));
+    let (resp, received) = http_request_streaming(
+        &agent,
+        "POST",
+        &app.host.url(&format!("/api/download/multi?id={}", encode(id))),
+        &[("Authorization", &auth)],
+        |bytes| out.write_all(bytes).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("{what}: {e}\n{}", app.host.stderr()));
+    out.flush().unwrap();
+    drop(out);
+    eprintln!("{what}: {received} bytes in {:?}", started.elapsed());
+    expect_status(&resp, 200, what);
+    (resp, received)
+}
+
 /// One file over 4 GiB (S3 only): fetched by a URL download from a local origin into a
 /// multipart upload of some 550 parts, then zipped with a small file: a ZIP64 entry that
 /// `unzip -t`, Python's `zipfile` and the zip crate read back.
@@ -763,20 +785,7 @@ fn a_single_file_over_4_gib_in_a_bucket_zips_as_zip64() {
     let id = app.prepare(&["/huge/huge.bin", "/huge/small.txt"]);
     let dir = tempdir("multi-zip64-one-file");
     let path = dir.path().join("huge.zip");
-    let mut out = std::io::BufWriter::with_capacity(MIB, File::create(&path).unwrap());
-    let auth = format!("Bearer {}", token_for(ALICE));
-    let agent = client_with_timeout(Duration::from_secs(900));
-    let (resp, received) = http_request_streaming(
-        &agent,
-        "POST",
-        &app.host.url(&format!("/api/download/multi?id={id}")),
-        &[("Authorization", &auth)],
-        |bytes| out.write_all(bytes).unwrap(),
-    )
-    .unwrap_or_else(|e| panic!("the 4 GiB archive: {e}\n{}", app.host.stderr()));
-    out.flush().unwrap();
-    drop(out);
-    expect_status(&resp, 200, "the 4 GiB archive");
+    let (resp, received) = archive_to_disk(&app, &id, &path, "the 4 GiB archive");
     assert_eq!(resp.header("content-length"), Some(received.to_string().as_str()));
 
     let mut archive = zip::ZipArchive::new(File::open(&path).unwrap()).expect("zip crate opens the archive");
@@ -821,22 +830,7 @@ fn zip64_archive_over_4_gib() {
     // Stream the whole archive to disk.
     let dir = tempdir("multi-zip64");
     let path = dir.path().join("big.zip");
-    let mut out = std::io::BufWriter::with_capacity(MIB, File::create(&path).unwrap());
-    let auth = format!("Bearer {}", token_for(ALICE));
-    let started = Instant::now();
-    let agent = client_with_timeout(Duration::from_secs(900));
-    let (resp, received) = http_request_streaming(
-        &agent,
-        "POST",
-        &app.host.url(&format!("/api/download/multi?id={id}")),
-        &[("Authorization", &auth)],
-        |bytes| out.write_all(bytes).unwrap(),
-    )
-    .unwrap_or_else(|e| panic!("big download: {e}\n{}", app.host.stderr()));
-    out.flush().unwrap();
-    drop(out);
-    eprintln!("ZIP64: {received} bytes in {:?}", started.elapsed());
-    expect_status(&resp, 200, "big archive");
+    let (_, received) = archive_to_disk(&app, &id, &path, "big archive");
     assert_eq!(received, len, "received bytes vs Content-Length");
 
     // The zip crate: 70 entries, consistent headers; read the last entries (past 4 GiB) fully.
