@@ -589,11 +589,14 @@ impl<'s, S: Storage + ?Sized> PublishLock<'s, S> {
         Err(ApiError::storage(format!("`{path}` is being published by another write; retry")))
     }
 
-    /// Best effort: a lock left behind is taken over after [`PUBLISH_LOCK_PATIENCE`].
+    /// Best effort: a lock left behind is taken over after [`PUBLISH_LOCK_PATIENCE`]. Retired,
+    /// not deleted: the key is created by compare-and-swap from absent, which on Spin's stores
+    /// ([`ExactKv`](crate::storage::exact::ExactKv)) is exact only against a tombstone once the
+    /// key has existed; a plain delete let two writers take the lock at once.
     fn release(self) {
         if let Ok(Some(current)) = self.storage.get(&self.key) {
             if current == self.ours {
-                let _ = self.storage.delete(&self.key);
+                let _ = self.storage.retire(&self.key);
             }
         }
     }
