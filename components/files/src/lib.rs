@@ -6,14 +6,14 @@
 use downlink_core::auth::{Principal, Scope};
 use downlink_core::delivery::{Delivery, StreamError};
 use downlink_core::error::JSON_CONTENT_TYPE;
-use downlink_core::listing::{Listing, ListingQuery};
+use downlink_core::listing::{Listing, ListingError, ListingQuery};
 use downlink_core::path::ParsedPath;
 use downlink_core::storage::{
     delete_dir_recursive, delete_file, stat, Committed, Entry, FileWriter, WriteMode, WriteOptions, TOUCH_INTERVAL_SECS,
 };
 use downlink_core::{ApiError, StoragePath};
 use downlink_spin::bandwidth;
-use downlink_spin::http::{send_error, send_json, start_response, BodyReader, ClientGone, RequestHead, IO_CHUNK};
+use downlink_spin::http::{send_error, send_json, BodyReader, ClientGone, DeferredResponse, RequestHead, IO_CHUNK};
 use downlink_spin::kv::AppStorage;
 use downlink_spin::{auth, now_unix};
 use serde_json::json;
@@ -54,11 +54,15 @@ fn serve(req: IncomingRequest, head: &RequestHead, out: ResponseOutparam) -> Res
         // the REST API count).
         Ok(Reply::File(delivery)) => return bandwidth::deliver(&storage, &principal.name, &delivery, out),
         Ok(Reply::Listing(listing)) => {
-            let mut body = start_response(out, 200, &[("content-type", JSON_CONTENT_TYPE.to_owned())]);
+            // Held back like a file's answer: a failure in the first 64 KiB is still a JSON error.
+            let mut body = DeferredResponse::new(out, 200, vec![("content-type", JSON_CONTENT_TYPE.to_owned())]);
             if head.method != Method::Head {
                 if let Err(e) = listing.stream(&mut body) {
-                    // The body is cut short, so the client cannot take it for a whole listing.
-                    eprintln!("files: listing /{} failed part-way: {e}", target.path);
+                    match (e, body.into_unsent()) {
+                        (ListingError::Index(error), Some(out)) => send_error(out, &error),
+                        // The body is cut short, so the client cannot take it for a whole listing.
+                        (e, _) => eprintln!("files: listing /{} failed part-way: {e}", target.path),
+                    }
                     return Ok(());
                 }
             }
