@@ -5,6 +5,7 @@ use crate::kv::{self, KvStore, SqliteDb};
 use crate::logs::ComponentLog;
 use crate::manifest::Manifest;
 use crate::outbound::{AllowedHosts, BlockedNetworks};
+use crate::platform::Platform;
 use crate::routes::{RouteMatch, Router};
 use crate::runtime_config::{KvBackendConfig, RuntimeConfig};
 use crate::send::OutboundHooks;
@@ -17,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -26,8 +27,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
-/// Largest linear memory one instance may grow to.
-const MAX_INSTANCE_MEMORY: usize = 512 << 20;
+/// How often a running guest yields to the host so that a handler limit can stop it even in
+/// a loop that makes no host calls.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Everything `up` needs to load an application.
 pub struct AppOptions {
@@ -43,6 +45,10 @@ pub struct AppOptions {
     pub cache_dir: Option<PathBuf>,
     /// `--key-value k=v` pairs seeded into the default store.
     pub seed_default_store: Vec<(String, String)>,
+    /// The deployment target emulated (`--platform`).
+    pub platform: Platform,
+    /// The handler limit, when it is not the platform's (`--handler-limit-secs`, for tests).
+    pub handler_limit: Option<Duration>,
 }
 
 /// A component ready to instantiate, with its grants.
@@ -65,6 +71,9 @@ pub struct App {
     router: Router,
     components: HashMap<String, Arc<ComponentRuntime>>,
     blocked_networks: BlockedNetworks,
+    platform: Platform,
+    /// How long one instance may run, work after its response included.
+    handler_limit: Option<Duration>,
 }
 
 /// Extra request context the host passes along (for `spin-*` headers and logs).
@@ -77,9 +86,10 @@ pub struct RequestContext {
     pub origin: String,
 }
 
-fn engine(cache_dir: Option<&PathBuf>) -> Result<Engine> {
+fn engine(cache_dir: Option<&PathBuf>, memory_limit: usize, interruptible: bool) -> Result<Engine> {
     let mut config = wasmtime::Config::new();
     config.wasm_component_model(true);
+    config.epoch_interruption(interruptible);
     if let Some(dir) = cache_dir {
         let mut cache = wasmtime::CacheConfig::new();
         cache.with_directory(dir);
@@ -96,7 +106,7 @@ fn engine(cache_dir: Option<&PathBuf>) -> Result<Engine> {
         .max_memories_per_component(4)
         .max_tables_per_component(8)
         .max_core_instances_per_component(32)
-        .max_memory_size(MAX_INSTANCE_MEMORY);
+        .max_memory_size(memory_limit);
     let mut pooled = config.clone();
     pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
     match Engine::new(&pooled) {
@@ -111,8 +121,28 @@ fn engine(cache_dir: Option<&PathBuf>) -> Result<Engine> {
 impl App {
     /// Compiles every component, checks its imports and exports, opens stores.
     pub async fn load(options: AppOptions) -> Result<Arc<App>> {
-        let AppOptions { manifest, runtime_config, variables, state_dir, cache_dir, seed_default_store } = options;
-        let engine = engine(cache_dir.as_ref())?;
+        let AppOptions {
+            manifest,
+            runtime_config,
+            variables,
+            state_dir,
+            cache_dir,
+            seed_default_store,
+            platform,
+            handler_limit,
+        } = options;
+        let handler_limit = handler_limit.or(platform.handler_limit());
+        let engine = engine(cache_dir.as_ref(), platform.memory_limit(), handler_limit.is_some())?;
+        if handler_limit.is_some() {
+            let ticker = engine.weak();
+            std::thread::spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            });
+        }
         let mut linker: Linker<InstanceState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -186,6 +216,9 @@ impl App {
             })
             .await??;
             let decl = &manifest.components[&id];
+            for (import, _) in component.component_type().imports(component.engine()) {
+                platform.check_import(&id, import)?;
+            }
             let instance_pre = linker
                 .instantiate_pre(&component)
                 .map_err(|e| anyhow!("component {id:?} imports an interface this host does not provide: {e:#}"))?;
@@ -197,6 +230,9 @@ impl App {
                 .map(|h| variables.expand(h))
                 .collect::<Result<Vec<_>>>()
                 .with_context(|| format!("component {id:?} allowed_outbound_hosts"))?;
+            for host in &allowed {
+                platform.check_outbound_grant(&id, host)?;
+            }
             let runtime = ComponentRuntime {
                 id: id.clone(),
                 pre,
@@ -219,7 +255,14 @@ impl App {
             router,
             components,
             blocked_networks: BlockedNetworks::parse(&runtime_config.block_networks)?,
+            platform,
+            handler_limit,
         }))
+    }
+
+    /// The deployment target emulated.
+    pub fn platform(&self) -> Platform {
+        self.platform
     }
 
     /// The public routes, for the startup banner.
@@ -238,7 +281,7 @@ impl App {
         component_id: &str,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
     ) -> Result<http::Response<HyperOutgoingBody>, wasmtime_wasi_http::Error> {
-        if !self.components.contains_key(component_id) {
+        if !self.components.contains_key(component_id) || !self.platform.service_chaining() {
             return Err(wasmtime_wasi_http::Error::DestinationNotFound);
         }
         let path = request.uri().path().to_string();
@@ -300,20 +343,38 @@ impl App {
             table: ResourceTable::new(),
             hooks: OutboundHooks { app: self.clone(), component: component.clone() },
             component: component.clone(),
-            limits: StoreLimitsBuilder::new().memory_size(MAX_INSTANCE_MEMORY).build(),
+            limits: StoreLimitsBuilder::new().memory_size(self.platform.memory_limit()).build(),
             spent_cas: Vec::new(),
         };
         let mut store = Store::new(component.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
+        if self.handler_limit.is_some() {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_async_yield_and_update(1);
+        }
         let scheme = if ctx.origin.starts_with("https:") { Scheme::Https } else { Scheme::Http };
         let req = store.data_mut().http().new_incoming_request(scheme, request)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = component.pre.clone();
         let id = component.id.clone();
+        let handler_limit = self.handler_limit;
         let task = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            };
+            match handler_limit {
+                None => run.await,
+                // As the hosted targets do: the instance is stopped at the limit, whether or not
+                // its response went out (dropping the call drops the instance).
+                Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                    Err(wasmtime::Error::msg(format!(
+                        "stopped: the handler ran past this platform's {} s limit",
+                        limit.as_secs_f64()
+                    )))
+                }),
+            }
         });
         // Log a guest failure even when it happens after the response went out.
         let task = tokio::spawn(async move {
@@ -368,6 +429,14 @@ fn with_spin_headers<B>(request: http::Request<B>, ctx: &RequestContext) -> Resu
         set(&format!("spin-path-match-{}", name.to_ascii_lowercase()), value)?;
     }
     Ok(http::Request::from_parts(parts, body))
+}
+
+/// A response with no body produced by the host itself (as Spin's own failures are).
+pub fn empty_response(status: u16) -> http::Response<HyperOutgoingBody> {
+    http::Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync())
+        .expect("static response is valid")
 }
 
 /// A small text response produced by the host itself.

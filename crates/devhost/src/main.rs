@@ -6,6 +6,7 @@ mod kv;
 mod logs;
 mod manifest;
 mod outbound;
+mod platform;
 mod routes;
 mod runtime_config;
 mod send;
@@ -62,6 +63,14 @@ struct UpArgs {
     /// Seed the default key-value store (KEY=VALUE); repeatable.
     #[arg(long = "key-value", value_parser = variables::parse_pair)]
     key_values: Vec<(String, String)>,
+    /// The deployment target to emulate: `spin` (self-hosted Spin, SpinKube), `wasm-functions`
+    /// (Fermyon Wasm Functions) or `fermyon-cloud`: its missing interfaces, handler limit,
+    /// body caps, key-value limits and memory cap are enforced (see the README's table).
+    #[arg(long, default_value = "spin", value_parser = platform::Platform::parse)]
+    platform: platform::Platform,
+    /// Override the platform's handler limit, in seconds (tests use a short one).
+    #[arg(long)]
+    handler_limit_secs: Option<f64>,
     /// Where compiled components are cached (default: `<state dir>/../.spin/devhost-cache`
     /// beside the manifest); `none` disables caching.
     #[arg(long)]
@@ -108,6 +117,9 @@ async fn up(args: UpArgs) -> Result<()> {
         build(&manifest)?;
     }
     let runtime_config = match &args.runtime_config_file {
+        Some(_) if !args.platform.runtime_config() => {
+            bail!("{} takes no runtime config file (--runtime-config-file)", args.platform.title())
+        }
         Some(path) => runtime_config::RuntimeConfig::load(path)?,
         None => runtime_config::RuntimeConfig::default(),
     };
@@ -127,6 +139,12 @@ async fn up(args: UpArgs) -> Result<()> {
         state_dir: state_dir.clone(),
         cache_dir,
         seed_default_store: args.key_values.clone(),
+        platform: args.platform,
+        handler_limit: match args.handler_limit_secs {
+            Some(secs) if secs.is_finite() && secs > 0.0 => Some(std::time::Duration::from_secs_f64(secs)),
+            Some(secs) => bail!("--handler-limit-secs {secs}: expected a positive number of seconds"),
+            None => None,
+        },
     })
     .await?;
 
@@ -136,6 +154,9 @@ async fn up(args: UpArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     println!("Serving http://{addr}");
     println!("Application {app_name:?}, state in {}", state_dir.display());
+    if args.platform != platform::Platform::Spin {
+        println!("Emulating {} (--platform {})", args.platform.title(), args.platform.name());
+    }
     println!("Available Routes:");
     for route in app.router().routes() {
         println!("  {}: http://{addr}{}", route.component, route.raw.trim_end_matches("/..."));

@@ -1,7 +1,7 @@
 //! The HTTP listener: Spin's reserved routes, stripping of client-sent `spin-*` headers,
 //! routing, and one log line per request.
 
-use crate::app::{plain_response, App, RequestContext};
+use crate::app::{empty_response, plain_response, App, RequestContext};
 use anyhow::Result;
 use bytes::Bytes;
 use http_body::Body as _;
@@ -71,6 +71,14 @@ async fn dispatch(
         req.headers_mut().remove(name);
     }
 
+    // Spin 4.0.2 answers a request carrying any header value that is not UTF-8 with an empty
+    // `500` before a component runs ("Error processing request: invalid utf-8 sequence"); the dev
+    // host does the same, so nothing passes here that fails under Spin.
+    if req.headers().values().any(|value| std::str::from_utf8(value.as_bytes()).is_err()) {
+        eprintln!("devhost: refusing {method} {path}: a header value is not UTF-8 (as Spin does)");
+        return log_when_done(empty_response(500), method, path, "devhost".into(), started);
+    }
+
     let request_path = req.uri().path().to_string();
     if request_path == "/.well-known/spin/health" {
         return log_when_done(plain_response(200, "OK\n"), method, path, "devhost".into(), started);
@@ -88,7 +96,74 @@ async fn dispatch(
         .map(str::to_string)
         .unwrap_or_else(|| local.to_string());
     let ctx = RequestContext { route, client_addr, origin: format!("http://{host}") };
-    app.handle(req, ctx).await
+    let Some(limit) = app.platform().body_limit() else {
+        return app.handle(req, ctx).await;
+    };
+    // The hosted targets' body caps: a declared length over the cap is refused before the
+    // component runs; a streamed body breaks off at the cap, and so does the response.
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        eprintln!("devhost: {method} {path}: request body over the {limit}-byte cap of {}", app.platform().title());
+        return log_when_done(plain_response(413, "Payload Too Large\n"), method, path, "devhost".into(), started);
+    }
+    let req = req.map(|body| CappedBody { inner: body, sent: 0, limit, request: true });
+    let response = app.handle(req, ctx).await;
+    response.map(|body| CappedBody { inner: body, sent: 0, limit, request: false }.boxed_unsync())
+}
+
+/// A body that fails once more than `limit` bytes went through it (a hosted target's cap).
+struct CappedBody<B> {
+    inner: B,
+    sent: u64,
+    limit: u64,
+    /// Which direction, for the error the guest or client sees.
+    request: bool,
+}
+
+impl<B> http_body::Body for CappedBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = polled.data_ref() {
+            self.sent += data.len() as u64;
+            if self.sent > self.limit {
+                let which = if self.request { "request" } else { "response" };
+                eprintln!("devhost: {which} body broke off at this platform's {}-byte cap", self.limit);
+                return Poll::Ready(Some(Err(if self.request {
+                    wasmtime_wasi_http::Error::HttpRequestBodySize(Some(self.sent))
+                } else {
+                    wasmtime_wasi_http::Error::HttpResponseBodySize(Some(self.sent))
+                })));
+            }
+        }
+        Poll::Ready(Some(Ok(polled)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Wraps a response body so one line (method, path, status, bytes, ms, component) is logged

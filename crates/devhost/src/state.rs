@@ -4,6 +4,7 @@
 
 use crate::app::ComponentRuntime;
 use crate::kv::{CasTicket, HostPanic, KvStore, SwapReport};
+use crate::platform::KvLimits;
 use crate::send::OutboundHooks;
 use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTable};
@@ -72,6 +73,30 @@ impl InstanceState {
         Ok(self.table.get(handle)?.store.clone())
     }
 
+    /// Writes `entries` if the platform's key-value limits allow them (key and value sizes; on
+    /// a target with a key budget, the keys they would add).
+    async fn write_within_limits(
+        limits: KvLimits,
+        store: KvStore,
+        entries: Vec<(String, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
+        for (key, value) in &entries {
+            limits.check_write(key, value.len())?;
+        }
+        if let Some(max) = limits.max_keys {
+            let existing: std::collections::HashSet<String> = store.keys().await?.into_iter().collect();
+            let new: std::collections::HashSet<&String> =
+                entries.iter().map(|(key, _)| key).filter(|key| !existing.contains(*key)).collect();
+            if !new.is_empty() && existing.len() + new.len() > max {
+                anyhow::bail!("the store holds {} keys; this platform allows {max}", existing.len());
+            }
+        }
+        match <[_; 1]>::try_from(entries) {
+            Ok([(key, value)]) => store.set(key, value).await,
+            Err(entries) => store.set_many(entries).await,
+        }
+    }
+
     /// The guest's answer to a key-value call: a failure is logged (one line, naming the
     /// component) and becomes the guest's `Ok(Err(..))`, except a [`HostPanic`], which traps
     /// the instance, as a panic inside Spin's host call fails the request.
@@ -126,7 +151,9 @@ impl spin_kv::HostStore for InstanceState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
-        let result = self.store_of(&h)?.set(key, value).await;
+        let result =
+            Self::write_within_limits(self.hooks.app.platform().kv_limits(), self.store_of(&h)?, vec![(key, value)])
+                .await;
         self.answer("set", result, spin_kv_error)
     }
 
@@ -193,7 +220,9 @@ impl wasi_store::HostBucket for InstanceState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        let result = self.store_of(&h)?.set(key, value).await;
+        let result =
+            Self::write_within_limits(self.hooks.app.platform().kv_limits(), self.store_of(&h)?, vec![(key, value)])
+                .await;
         self.answer("set", result, wasi_kv_error)
     }
 
@@ -317,7 +346,8 @@ impl wasi_batch::Host for InstanceState {
         h: Resource<KvHandle>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        let result = self.store_of(&h)?.set_many(key_values).await;
+        let result =
+            Self::write_within_limits(self.hooks.app.platform().kv_limits(), self.store_of(&h)?, key_values).await;
         self.answer("set-many", result, wasi_kv_error)
     }
 
