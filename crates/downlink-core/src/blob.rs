@@ -30,7 +30,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
 use sha2::{Digest, Sha256};
+
+use crate::hash::{ResumableCrc32, ResumableSha256};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::path::StoragePath;
@@ -38,12 +41,13 @@ use crate::storage::objects::PendingUpload;
 
 /// Longest key the store accepts (Spin's hosted limit).
 pub const MAX_KEY_BYTES: usize = 255;
-/// Largest value the store accepts (Spin's hosted limit, 1 MiB).
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
-/// Default chunk size: as large as a value may be, to minimise round trips.
+/// Largest value the store accepts: the hosted targets' "1 MB", read as decimal (the stricter).
+pub const MAX_VALUE_BYTES: usize = 1_000_000;
+/// Default chunk size: as large as a value may be (rounded down to 64 KiB, the size bodies
+/// move in), to minimise round trips.
 /// Backends with smaller item limits (e.g. DynamoDB, 400 KB) need a smaller configured size;
 /// each file records its own chunk size, so changing it never breaks existing files.
-pub const DEFAULT_CHUNK_SIZE: u32 = 1024 * 1024;
+pub const DEFAULT_CHUNK_SIZE: u32 = 15 * 64 * 1024;
 
 /// The smallest part S3 accepts in a multipart upload (but the last).
 pub const MIN_PART_BYTES: usize = 5 * 1024 * 1024;
@@ -326,8 +330,24 @@ pub struct ChunkWriter {
     buffer: Vec<u8>,
     next_index: u64,
     size: u64,
-    crc: crc32fast::Hasher,
-    sha256: Option<Sha256>,
+    /// Hashes of the emitted chunks (the buffer is hashed when it is emitted), so they always
+    /// stand at a chunk boundary, where a [`ChunkState`] is taken.
+    crc: ResumableCrc32,
+    sha256: Option<ResumableSha256>,
+}
+
+/// Where a [`ChunkWriter`] stands at its last chunk boundary: everything but the buffered
+/// tail. Stored by a write carried across invocations ([`ChunkWriter::resume`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkState {
+    /// Chunks emitted.
+    pub next_index: u64,
+    /// Bytes in them.
+    pub size: u64,
+    /// CRC-32 of those bytes.
+    pub crc: ResumableCrc32,
+    /// SHA-256 of those bytes, when computed.
+    pub sha256: Option<ResumableSha256>,
 }
 
 impl fmt::Debug for ChunkWriter {
@@ -363,7 +383,7 @@ impl ChunkWriter {
             buffer: Vec::new(),
             next_index: 0,
             size: 0,
-            crc: crc32fast::Hasher::new(),
+            crc: ResumableCrc32::default(),
             sha256: None,
         })
     }
@@ -376,7 +396,7 @@ impl ChunkWriter {
 
     /// Also computes SHA-256 (costs CPU, so only when a hash is wanted).
     pub fn with_sha256(mut self) -> Self {
-        self.sha256 = Some(Sha256::new());
+        self.sha256 = Some(ResumableSha256::new());
         self
     }
 
@@ -396,10 +416,6 @@ impl ChunkWriter {
             }
         }
         self.size = new_size;
-        self.crc.update(data);
-        if let Some(sha) = &mut self.sha256 {
-            sha.update(data);
-        }
         let mut ready = Vec::new();
         if !self.buffer.is_empty() {
             let wanted = self.chunk_size - self.buffer.len();
@@ -426,9 +442,57 @@ impl ChunkWriter {
     }
 
     fn emit(&mut self, bytes: Vec<u8>) -> Chunk {
+        self.crc.update(&bytes);
+        if let Some(sha) = &mut self.sha256 {
+            sha.update(&bytes);
+        }
         let chunk = Chunk { index: self.next_index, bytes };
         self.next_index += 1;
         chunk
+    }
+
+    /// The state at the last chunk boundary (the tail, [`tail`](Self::tail), is not in it).
+    pub fn state(&self) -> ChunkState {
+        ChunkState {
+            next_index: self.next_index,
+            size: self.size - self.buffer.len() as u64,
+            crc: self.crc,
+            sha256: self.sha256.clone(),
+        }
+    }
+
+    /// The buffered bytes after the last chunk boundary.
+    pub fn tail(&self) -> &[u8] {
+        &self.buffer
+    }
+
+    /// Emits the buffered tail as a short chunk now (a multipart upload's parts may differ in
+    /// size; key-value chunks may not), so the writer stands at a boundary.
+    pub fn emit_tail(&mut self) -> Option<Chunk> {
+        if self.buffer.is_empty() {
+            return None;
+        }
+        let bytes = std::mem::take(&mut self.buffer);
+        Some(self.emit(bytes))
+    }
+
+    /// Continues a writer configured like this one (size, cap, hashes) from `state`, with
+    /// `tail` buffered after it. Refuses a state that does not fit the configuration.
+    pub fn resume(mut self, state: ChunkState, tail: Vec<u8>) -> Result<ChunkWriter, ChunkError> {
+        let size = state.size.checked_add(tail.len() as u64).ok_or(ChunkError::InvalidChunkSize)?;
+        if tail.len() >= self.chunk_size
+            || state.sha256.is_some() != self.sha256.is_some()
+            || state.crc.len != state.size
+            || self.max_size.is_some_and(|limit| size > limit)
+        {
+            return Err(ChunkError::InvalidChunkSize);
+        }
+        self.next_index = state.next_index;
+        self.size = size;
+        self.crc = state.crc;
+        self.sha256 = state.sha256;
+        self.buffer = tail;
+        Ok(self)
     }
 
     /// Ends the stream: returns the final partial chunk (if any) and the content summary.
@@ -442,8 +506,8 @@ impl ChunkWriter {
         FinishedBlob {
             last_chunk,
             size: self.size,
-            crc32: self.crc.finalize(),
-            sha256: self.sha256.map(|sha| hex::encode(sha.finalize())),
+            crc32: self.crc.crc,
+            sha256: self.sha256.map(ResumableSha256::finalize_hex),
             chunk_count: self.next_index,
         }
     }

@@ -44,10 +44,16 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
 
     /// `true`/`false` and the usual spellings (`1`/`0`, `yes`/`no`, `on`/`off`); empty is false.
     pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        self.flag_or(name, false)
+    }
+
+    /// Like [`flag`](Self::flag), but empty is `default`.
+    pub fn flag_or(&self, name: &str, default: bool) -> Result<bool, ApiError> {
         let raw = self.text(name);
         match raw.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" | "" => Ok(false),
+            "false" | "0" | "no" | "off" => Ok(false),
+            "" => Ok(default),
             _ => Err(invalid(name, &raw, "true or false")),
         }
     }

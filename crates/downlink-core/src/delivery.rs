@@ -30,7 +30,7 @@ use std::io;
 
 use crate::blob::{chunk_key, BlobId, ChunkPlan};
 use crate::deflate_zip::{ArchiveCompression, DeflateZipWriter};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::http::{plan_response, ConditionalHeaders, Representation, ResponsePlan};
 use crate::meta::FileMeta;
 use crate::path::StoragePath;
@@ -465,6 +465,66 @@ impl Delivery {
     }
 }
 
+/// A response too large for the host whose bytes are one object in the bucket: answer `302`
+/// to this short-lived presigned URL (the client's `Range`, if any, goes along).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// The presigned URL.
+    pub location: String,
+    /// What the redirect hands out (counted towards the bandwidth quota).
+    pub bytes: u64,
+}
+
+impl Delivery {
+    /// Measures this response against the largest one the host lets out (`cap`, a hosted
+    /// target's body cap): `None` to send it as it is; over the cap, a [`Redirect`] to the
+    /// bucket when the body is one stored object there, else `413 RESPONSE_TOO_LARGE` naming
+    /// the cap and the `Range` requests that fetch it in parts (ranges of a file or of a STORE
+    /// archive are served; a deflated archive has none, so that one says to ask for STORE).
+    pub fn within_cap<S: Storage + ?Sized>(&self, storage: &S, cap: Option<u64>) -> Result<Option<Redirect>, ApiError> {
+        let bytes = self.bytes_to_send();
+        let Some(cap) = cap.filter(|cap| bytes > *cap) else { return Ok(None) };
+        let header = |name: &str| self.response.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+        let total = match &self.body {
+            Body::File(content) => {
+                let redirect = content.object.as_ref().zip(storage.objects()).and_then(|(location, objects)| {
+                    objects.presigned_get(
+                        location,
+                        header("content-type").unwrap_or(FALLBACK_CONTENT_TYPE),
+                        header("content-disposition"),
+                    )
+                });
+                if let Some(location) = redirect {
+                    return Ok(Some(Redirect { location, bytes }));
+                }
+                content.size
+            }
+            Body::StoredZip { layout, .. } => layout.total_len(),
+            Body::DeflatedZip { .. } => {
+                return Err(ApiError::new(
+                    ErrorCode::ResponseTooLarge,
+                    format!(
+                        "a compressed archive of these files would exceed this host's {cap}-byte response limit, \
+                         and a compressed archive cannot be fetched in parts: ask for it uncompressed (STORE), \
+                         which serves `Range` requests"
+                    ),
+                ))
+            }
+            Body::Empty => 0,
+        };
+        let second_end = (2 * cap).min(total).saturating_sub(1);
+        Err(ApiError::new(
+            ErrorCode::ResponseTooLarge,
+            format!(
+                "this response would carry {bytes} bytes, more than this host's {cap}-byte response limit: fetch the \
+                 {total} bytes in parts of at most {cap}, with `Range: bytes=0-{}`, then `Range: bytes={cap}-{second_end}`, \
+                 and so on",
+                cap - 1
+            ),
+        ))
+    }
+}
+
 fn layout_mismatch() -> ContentError {
     ContentError::Archive("the archive layout and the plan disagree".to_string())
 }
@@ -750,5 +810,45 @@ mod tests {
         // Same length, other bytes: only the CRC can tell.
         storage.set("chunk:b2:0", b"THE ").unwrap();
         assert!(matches!(body(&storage, &deflated), Err(StreamError::Content(ContentError::Archive(_)))));
+    }
+
+    #[test]
+    fn a_response_over_the_cap_is_redirected_to_its_object_or_refused_with_the_ranges_to_ask() {
+        use crate::storage::objects::MemoryObjects;
+        use crate::storage::WithObjects;
+        // Chunks in the store: no redirect possible, so 413 with the ranges to ask for.
+        let (storage, plan) = two_files();
+        let meta = read_meta(&storage, &p("d/b.txt")).unwrap().unwrap();
+        let whole = Delivery::file(&meta, ConditionalHeaders::default(), false).unwrap();
+        assert_eq!(whole.within_cap(&storage, None).unwrap(), None, "no cap");
+        assert_eq!(whole.within_cap(&storage, Some(14)).unwrap(), None, "exactly the cap");
+        let err = whole.within_cap(&storage, Some(10)).unwrap_err();
+        assert_eq!((err.status(), err.code), (413, ErrorCode::ResponseTooLarge));
+        assert!(err.message.contains("`Range: bytes=0-9`, then `Range: bytes=10-13`"), "{}", err.message);
+        let ranged = Delivery::file(&meta, range("bytes=0-9"), false).unwrap();
+        assert_eq!(ranged.within_cap(&storage, Some(10)).unwrap(), None, "a range within the cap is served");
+        let archive =
+            Delivery::plan(&storage, &plan, ArchiveCompression::Store, ConditionalHeaders::default(), false).unwrap();
+        let err = archive.within_cap(&storage, Some(100)).unwrap_err();
+        assert!(err.message.contains("bytes=0-99"), "a STORE archive is fetched in ranges: {}", err.message);
+        let deflated =
+            Delivery::plan(&storage, &plan, ArchiveCompression::Deflate, ConditionalHeaders::default(), false).unwrap();
+        let err = deflated.within_cap(&storage, Some(100)).unwrap_err();
+        assert!(err.message.contains("uncompressed"), "{}", err.message);
+
+        // Bytes in the bucket: a redirect, carrying what the response would have.
+        let bucket = WithObjects {
+            records: MemoryStorage::new(),
+            objects: Some(MemoryObjects::new("f/", crate::blob::MIN_PART_BYTES as u32)),
+        };
+        let options = WriteOptions::default();
+        let meta =
+            write_file(&bucket, &p("big.bin"), BlobId::new("b9").unwrap(), [&[7u8; 64][..]], options, NOW).unwrap();
+        let whole = Delivery::file(&meta, ConditionalHeaders::default(), false).unwrap();
+        let redirect = whole.within_cap(&bucket, Some(10)).unwrap().expect("a redirect");
+        assert!(redirect.location.starts_with("memory://bucket/f/big.bin"), "{}", redirect.location);
+        assert_eq!(redirect.bytes, 64);
+        let head = Delivery::file(&meta, ConditionalHeaders::default(), true).unwrap();
+        assert_eq!(head.within_cap(&bucket, Some(10)).unwrap(), None, "HEAD carries no body");
     }
 }

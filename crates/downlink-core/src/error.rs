@@ -41,6 +41,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A file (upload or download) exceeded the configured size cap (413).
     FileTooLarge,
+    /// A response would carry more than the host lets one carry (a hosted target's body cap)
+    /// and cannot be redirected: fetch it in `Range` parts (413).
+    ResponseTooLarge,
     /// The `Range` cannot be satisfied (416, with `Content-Range: bytes */size`).
     RangeNotSatisfiable,
     /// The concurrent-download limit is reached (429).
@@ -76,7 +79,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::InvalidPath,
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
@@ -88,6 +91,7 @@ impl ErrorCode {
         ErrorCode::PreconditionFailed,
         ErrorCode::PayloadTooLarge,
         ErrorCode::FileTooLarge,
+        ErrorCode::ResponseTooLarge,
         ErrorCode::RangeNotSatisfiable,
         ErrorCode::TooManyDownloads,
         ErrorCode::QuotaExceeded,
@@ -118,6 +122,7 @@ impl ErrorCode {
             ErrorCode::PreconditionFailed => "PRECONDITION_FAILED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::FileTooLarge => "FILE_TOO_LARGE",
+            ErrorCode::ResponseTooLarge => "RESPONSE_TOO_LARGE",
             ErrorCode::RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
             ErrorCode::TooManyDownloads => "TOO_MANY_DOWNLOADS",
             ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
@@ -151,7 +156,7 @@ impl ErrorCode {
             ErrorCode::Conflict => 409,
             ErrorCode::Gone => 410,
             ErrorCode::PreconditionFailed => 412,
-            ErrorCode::PayloadTooLarge | ErrorCode::FileTooLarge => 413,
+            ErrorCode::PayloadTooLarge | ErrorCode::FileTooLarge | ErrorCode::ResponseTooLarge => 413,
             ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::TooManyDownloads | ErrorCode::QuotaExceeded => 429,
             ErrorCode::InternalError | ErrorCode::StorageError => 500,
@@ -238,6 +243,12 @@ impl ApiError {
     pub fn range_not_satisfiable(size: u64) -> Self {
         ApiError::new(ErrorCode::RangeNotSatisfiable, format!("the requested range is outside the {size}-byte content"))
             .with_header("content-range", format!("bytes */{size}"))
+    }
+
+    /// The same error with `suffix` appended to its message (say, how many attempts it took).
+    pub fn with_suffix(mut self, suffix: &str) -> Self {
+        self.message.push_str(suffix);
+        self
     }
 
     /// Adds a response header (lower-case name).

@@ -27,12 +27,14 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod backoff;
 pub mod blob;
 pub mod config;
 pub mod deflate_zip;
 pub mod delivery;
 pub mod download;
 pub mod error;
+pub mod hash;
 pub mod http;
 pub mod json;
 pub mod listing;
@@ -43,6 +45,7 @@ pub mod query;
 pub mod s3;
 pub mod storage;
 pub mod text;
+pub mod web;
 pub mod zip;
 
 pub use error::{ApiError, ErrorCode};

@@ -69,7 +69,15 @@ pub enum PathError {
     /// The root was given where a file is required.
     #[error("the root directory is not a file path")]
     RootIsNotAFile,
+    /// A request path under [`RESERVED_TOP_LEVEL`], which is the app's, not storage.
+    #[error("`/api/` is reserved for the app's own endpoints (API, console, OpenAPI document); store files elsewhere")]
+    Reserved,
 }
+
+/// The top-level name the app keeps for itself: its API routes, the console and the OpenAPI
+/// document live under `/api/`, so no stored file may be addressed there (it would be shadowed
+/// by a route, now or after an upgrade).
+pub const RESERVED_TOP_LEVEL: &str = "api";
 
 impl From<PathError> for ApiError {
     fn from(err: PathError) -> Self {
@@ -89,6 +97,26 @@ pub struct ParsedPath {
     pub path: StoragePath,
     /// The input ended with `/`.
     pub trailing_slash: bool,
+}
+
+impl ParsedPath {
+    /// The methods the files endpoint takes on this path: the root is only read (it is neither
+    /// uploaded to nor deleted), a directory path (ending in `/`) is read or deleted, a file path
+    /// takes all four.
+    pub fn allowed_methods(&self) -> &'static str {
+        if self.path.is_root() {
+            "GET, HEAD"
+        } else if self.trailing_slash {
+            "GET, HEAD, DELETE"
+        } else {
+            "GET, HEAD, PUT, DELETE"
+        }
+    }
+
+    /// Whether `method` (upper-case) is one of [`ParsedPath::allowed_methods`].
+    pub fn allows(&self, method: &str) -> bool {
+        self.allowed_methods().split(", ").any(|allowed| allowed == method)
+    }
 }
 
 impl StoragePath {
@@ -151,7 +179,18 @@ impl StoragePath {
             }
             decoded.push_str(&percent_decode_segment(segment)?);
         }
-        Self::parse_with_trailing_slash(&decoded)
+        let parsed = Self::parse_with_trailing_slash(&decoded)?;
+        parsed.path.refuse_reserved()?;
+        Ok(parsed)
+    }
+
+    /// Refuses a path under [`RESERVED_TOP_LEVEL`]: every path a request names for storing or
+    /// reading (the request URL, a download's target) goes through this.
+    pub fn refuse_reserved(&self) -> Result<(), PathError> {
+        match self.segments().next() {
+            Some(RESERVED_TOP_LEVEL) => Err(PathError::Reserved),
+            _ => Ok(()),
+        }
     }
 
     /// The normalised form: no leading or trailing `/`, empty for the root.
@@ -463,6 +502,17 @@ mod tests {
         assert_eq!(StoragePath::from_url_path("/a/%2e%2e/b"), Err(PathError::DotSegment));
         assert_eq!(StoragePath::from_url_path("/%2E"), Err(PathError::DotSegment));
         assert_eq!(StoragePath::from_url_path("/a%2fb"), Err(PathError::EncodedSlash));
+        for reserved in ["/api", "/api/", "/api/v2/x", "/%61pi/x"] {
+            assert_eq!(StoragePath::from_url_path(reserved), Err(PathError::Reserved), "{reserved}");
+        }
+        assert!(StoragePath::from_url_path("/apis/x").is_ok());
+        let allowed = |raw: &str| StoragePath::from_url_path(raw).unwrap().allowed_methods();
+        assert_eq!(allowed("/"), "GET, HEAD");
+        assert_eq!(allowed("/docs/"), "GET, HEAD, DELETE");
+        assert_eq!(allowed("/docs/a.txt"), "GET, HEAD, PUT, DELETE");
+        let dir = StoragePath::from_url_path("/docs/").unwrap();
+        assert!(dir.allows("DELETE") && !dir.allows("PUT") && !dir.allows("HEAD, DELETE"));
+        assert!(StoragePath::from_url_path("/docs/api/x").is_ok());
         assert_eq!(StoragePath::from_url_path("/a%2F..%2Fb"), Err(PathError::EncodedSlash));
         assert_eq!(StoragePath::from_url_path("/a%00"), Err(PathError::ControlChar));
         assert_eq!(StoragePath::from_url_path("/a%5cb"), Err(PathError::Backslash));

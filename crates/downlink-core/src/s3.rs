@@ -251,6 +251,25 @@ impl S3Client {
         request
     }
 
+    /// A URL anyone may `GET` the object at `location` with, for `validity` from `now` (no
+    /// `If-Match`: a presigned URL carries no headers, so it serves whatever the key holds
+    /// then). `content_type` and `disposition` become the response's headers.
+    pub fn presigned_get(
+        &self,
+        location: &ObjectLocation,
+        content_type: &str,
+        disposition: Option<&str>,
+        validity: Duration,
+        now: u64,
+    ) -> String {
+        let mut action = self.bucket.get_object(Some(&self.credentials), &location.key);
+        action.query_mut().insert("response-content-type", content_type.to_owned());
+        if let Some(disposition) = disposition {
+            action.query_mut().insert("response-content-disposition", disposition.to_owned());
+        }
+        action.sign_with_time(validity, &timestamp(now)).to_string()
+    }
+
     /// `DELETE` of an object.
     pub fn delete_object(&self, key: &str, now: u64) -> SignedRequest {
         let action = self.bucket.delete_object(Some(&self.credentials), key);

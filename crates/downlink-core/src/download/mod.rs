@@ -10,6 +10,8 @@
 //! - [`progress`]: progress-write throttling, heartbeats, the transfer deadline.
 //! - [`registry`]: records, concurrency slots, target reservations and history in the store.
 //! - [`remote_status`]: remote statuses and outbound-HTTP failures mapped to error codes.
+//! - [`retry`]: which faults are retried, how long to wait, resuming with `Range`/`If-Range`.
+//! - [`slices`]: carrying a transfer across invocations: checkpoints, hand-off, recovery.
 //! - [`settings`]: the operator settings from Spin variables.
 
 pub mod params;
@@ -17,7 +19,9 @@ pub mod progress;
 pub mod record;
 pub mod registry;
 pub mod remote_status;
+pub mod retry;
 pub mod settings;
+pub mod slices;
 pub mod url_policy;
 
 pub use params::{parse_start_request, RejectedStart, StartRequest};

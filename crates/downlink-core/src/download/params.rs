@@ -130,7 +130,8 @@ pub fn parse_start_request(
             Some(name) => (validate_explicit_filename(name)?, true),
             None => (filename_from_url(&url), false),
         };
-        directory.join(&filename)?;
+        // The URL's own name may be the reserved `api` at the root.
+        directory.join(&filename)?.refuse_reserved()?;
         let timeout_secs = parse_timeout(query.get(TIMEOUT_PARAM))?;
         let sha256 = match query.get(SHA256_PARAM).filter(|value| !value.is_empty()) {
             Some(text) => Some(Sha256Digest::from_hex(text)?),
@@ -305,6 +306,21 @@ mod tests {
 
     fn encode(url: &str) -> String {
         percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC).to_string()
+    }
+
+    #[test]
+    fn a_download_never_lands_on_the_reserved_top_level_name() {
+        let root = StoragePath::root();
+        for query in [
+            format!("download={}", encode("https://example.com/api")),
+            format!("download={}&filename=api", encode("https://example.com/x")),
+        ] {
+            let refused = parse_start_request(&Query::parse(&query).unwrap(), &root, &policy()).unwrap_err();
+            assert_eq!(refused.error.status(), 400, "{query}");
+            assert!(refused.error.message.contains("reserved"), "{}", refused.error.message);
+        }
+        let nested = start(&format!("download={}", encode("https://example.com/api"))).unwrap();
+        assert_eq!(nested.file_path().unwrap(), dir("Downloads/api"));
     }
 
     #[test]

@@ -87,17 +87,26 @@ impl ProgressThrottle {
     }
 }
 
-/// The whole transfer's deadline (`timeout`), covering connect, redirects, headers and body.
+/// The whole transfer's deadline (`timeout`), covering connect, redirects, headers and body,
+/// or the host's invocation budget when that comes first (a hosted target ends a handler at
+/// 30 s; setting `download_invocation_secs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TransferDeadline {
     deadline_ms: u64,
     timeout_secs: u64,
+    /// The invocation budget, when it is what ends the transfer (shorter than the timeout).
+    budget_secs: Option<u64>,
 }
 
 impl TransferDeadline {
-    /// A deadline `timeout_secs` after `start_ms`.
-    pub fn new(start_ms: u64, timeout_secs: u64) -> TransferDeadline {
-        TransferDeadline { deadline_ms: start_ms.saturating_add(timeout_secs.saturating_mul(1000)), timeout_secs }
+    /// The deadline of an invocation starting at `now_ms` that goes on with a download started
+    /// `elapsed_secs` ago (earlier slices count against its timeout); `budget_secs` counts
+    /// from now.
+    pub fn new(now_ms: u64, elapsed_secs: u64, timeout_secs: u64, budget_secs: Option<u64>) -> Self {
+        let left_secs = timeout_secs.saturating_sub(elapsed_secs);
+        let budget_secs = budget_secs.filter(|budget| *budget < left_secs);
+        let secs = budget_secs.unwrap_or(left_secs);
+        TransferDeadline { deadline_ms: now_ms.saturating_add(secs.saturating_mul(1000)), timeout_secs, budget_secs }
     }
 
     /// Milliseconds left, or `None` once it has passed: use it to bound every wait (connect,
@@ -114,12 +123,17 @@ impl TransferDeadline {
         }
     }
 
-    /// The `DOWNLOAD_TIMEOUT` error this deadline produces.
+    /// The `DOWNLOAD_TIMEOUT` error this deadline produces, naming which limit ended it.
     pub fn expired(&self) -> ApiError {
-        ApiError::new(
-            ErrorCode::DownloadTimeout,
-            format!("the download did not finish within its {} s timeout", self.timeout_secs),
-        )
+        let message = match self.budget_secs {
+            None => format!("the download did not finish within its {} s timeout", self.timeout_secs),
+            Some(budget) => format!(
+                "the download did not finish within this host's {budget} s invocation budget \
+                 (download_invocation_secs; the host stops a handler at its time limit); set \
+                 download_slice_secs below it to carry downloads across invocations"
+            ),
+        };
+        ApiError::new(ErrorCode::DownloadTimeout, message)
     }
 }
 
@@ -213,7 +227,7 @@ mod tests {
 
     #[test]
     fn deadlines() {
-        let deadline = TransferDeadline::new(1000, 2);
+        let deadline = TransferDeadline::new(1000, 0, 2, None);
         assert_eq!(deadline.remaining_ms(1000), Some(2000));
         assert_eq!(deadline.remaining_ms(2999), Some(1));
         assert_eq!(deadline.remaining_ms(3000), None);
@@ -223,7 +237,21 @@ mod tests {
         assert_eq!(err.code, ErrorCode::DownloadTimeout);
         assert_eq!(err.status(), 504);
         assert!(err.message.contains("2 s"));
-        let far = TransferDeadline::new(u64::MAX - 1, u64::MAX);
+        let far = TransferDeadline::new(u64::MAX - 1, 0, u64::MAX, None);
         assert_eq!(far.remaining_ms(0), Some(u64::MAX));
+        // A shorter invocation budget is the deadline, and its error says so.
+        let budgeted = TransferDeadline::new(1000, 0, 600, Some(25));
+        assert_eq!(budgeted.remaining_ms(1000), Some(25_000));
+        // A later slice: earlier ones count against the timeout, the budget counts from now.
+        assert_eq!(TransferDeadline::new(1000, 590, 600, Some(25)).remaining_ms(1000), Some(10_000));
+        assert_eq!(TransferDeadline::new(1000, 100, 600, Some(25)).remaining_ms(1000), Some(25_000));
+        assert_eq!(TransferDeadline::new(1000, 700, 600, None).remaining_ms(1000), None, "past its timeout");
+        let err = budgeted.check(26_000).unwrap_err();
+        assert!(err.message.contains("25 s invocation budget"), "{}", err.message);
+        assert_eq!(
+            TransferDeadline::new(1000, 0, 10, Some(25)),
+            TransferDeadline::new(1000, 0, 10, None),
+            "a longer budget"
+        );
     }
 }

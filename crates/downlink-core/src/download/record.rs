@@ -139,6 +139,21 @@ pub struct DownloadRecord {
     /// shown to clients.
     #[serde(default)]
     pub settled: bool,
+    /// Which worker invocation owns the transfer: each slice ([`registry::claim_slice`](super::registry::claim_slice))
+    /// takes the next number, and a worker whose number is no longer the record's stops. Never
+    /// shown to clients.
+    #[serde(default)]
+    pub slice: u32,
+    /// No worker runs slice `slice` (it handed off at its budget, or a sweep found it dead):
+    /// the next invocation may claim it. Never shown to clients.
+    #[serde(default)]
+    pub awaiting_worker: bool,
+    /// Recoveries by sweeps since the transfer last made progress. Never shown to clients.
+    #[serde(default)]
+    pub recoveries: u32,
+    /// `current_size` when a sweep last recovered it. Never shown to clients.
+    #[serde(default)]
+    pub recovered_at_size: u64,
 }
 
 /// What a running download's worker reports between the record's state changes: kept under a
@@ -197,6 +212,10 @@ impl DownloadRecord {
             history_seq: None,
             blob_id: None,
             settled: false,
+            slice: 0,
+            awaiting_worker: false,
+            recoveries: 0,
+            recovered_at_size: 0,
         }
     }
 
@@ -229,6 +248,10 @@ impl DownloadRecord {
             history_seq: None,
             blob_id: None,
             settled: false,
+            slice: 0,
+            awaiting_worker: false,
+            recoveries: 0,
+            recovered_at_size: 0,
         }
     }
 
@@ -253,6 +276,20 @@ impl DownloadRecord {
     pub fn is_stale(&self, now: u64, heartbeat_interval_secs: u64) -> bool {
         !self.is_terminal()
             && now.saturating_sub(self.heartbeat) > heartbeat_interval_secs.saturating_mul(STALE_AFTER_INTERVALS)
+    }
+
+    /// `Ok` if the download runs and slice `slice` owns it.
+    pub(crate) fn ensure_slice(&self, slice: u32) -> Result<(), TransitionError> {
+        self.ensure_running()?;
+        if self.slice != slice {
+            return Err(self.not_awaiting());
+        }
+        Ok(())
+    }
+
+    /// The refusal of a slice change that does not apply (the caller reads the record).
+    pub(crate) fn not_awaiting(&self) -> TransitionError {
+        TransitionError { id: self.id.clone(), status: self.status }
     }
 
     fn ensure_running(&self) -> Result<(), TransitionError> {
@@ -293,7 +330,9 @@ impl DownloadRecord {
         if report.receiving {
             self.status = DownloadStatus::Downloading;
         }
-        self.current_size = self.current_size.max(report.current_size);
+        // The worker's latest word, even when smaller: a download that had to start over
+        // shows the bytes it has now.
+        self.current_size = report.current_size;
         if report.expected_size.is_some() {
             self.expected_size = report.expected_size;
         }

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `dl:rec:<id>` | the [`DownloadRecord`] as JSON, updated by compare-and-swap at state changes |
 //! | `dl:prog:<id>` | the worker's latest [`ProgressReport`] as JSON (plain `set`, only the worker writes it) |
+//! | `dl:ckpt:<id>` | the running slice's [`TransferCheckpoint`](crate::download::slices::TransferCheckpoint) as JSON (plain `set` by the slice's worker) |
 //! | `dl:active` | JSON list of the ids holding a concurrency slot, updated by compare-and-swap |
 //! | `dl:target:<sha256(file path) hex>` | `{"id":…,"since":…}` of the download writing that path; empty when free |
 //! | `dl:hist:seq` | counter (atomic increment): the last history sequence number handed out |
@@ -47,6 +48,7 @@ use crate::blob::{BlobId, DEFAULT_CHUNK_SIZE};
 use crate::download::params::{next_free_name, parse_start_request, StartRequest};
 use crate::download::record::{failure_response, DownloadRecord, ProgressReport, StartResponse, TransitionError};
 use crate::download::settings::DownloadSettings;
+use crate::download::slices::{forget_checkpoint, load_checkpoint, offer_recovery};
 use crate::error::{ApiError, ErrorCode};
 use crate::path::StoragePath;
 use crate::query::Query;
@@ -294,8 +296,7 @@ where
     if load_record(storage, id)?.is_none() {
         return Err(ApiError::not_found(format!("no download {id:?}")));
     }
-    let seq = u64::try_from(storage.increment(HISTORY_SEQ_KEY, 1)?).unwrap_or(0);
-    storage.set(&history_entry_key(seq), id.as_bytes())?;
+    let seq = append_history(storage, id)?;
     let update = update_record(storage, id, |record| {
         let was_terminal = record.is_terminal();
         change(record)?;
@@ -317,6 +318,7 @@ where
 fn release<S: Storage + ?Sized>(storage: &S, record: &DownloadRecord) -> Result<(), ApiError> {
     release_slot(storage, &record.id)?;
     storage.delete(&progress_key(&record.id))?;
+    forget_checkpoint(storage, &record.id)?;
     if let Ok(path) = StoragePath::parse_file(&record.file_path) {
         release_target(storage, &path, &record.id)?;
     }
@@ -359,26 +361,21 @@ pub fn store_rejected<S: Storage + ?Sized>(storage: &S, record: &DownloadRecord)
 }
 
 /// The record of `id` as clients should see it: a download whose worker stopped reporting is
-/// ended as interrupted (and settled) first, so nothing stays "downloading" forever.
+/// recovered through `resume` or ended as interrupted first ([`sweep_stale`]'s rule), so
+/// nothing stays "downloading" forever.
 pub fn load_current<S: Storage + ?Sized>(
     storage: &S,
     id: &str,
     now: u64,
     heartbeat_interval_secs: u64,
+    resume: ContinueDownload<'_>,
 ) -> Result<Option<DownloadRecord>, ApiError> {
     let Some(record) = load_record(storage, id)? else { return Ok(None) };
     if !record.is_stale(now, heartbeat_interval_secs) {
         return Ok(Some(record));
     }
-    let update = finish(storage, id, |record| {
-        if record.is_stale(now, heartbeat_interval_secs) {
-            record.interrupted(now)
-        } else {
-            // It came back to life between the read and the swap; store it unchanged.
-            Ok(())
-        }
-    })?;
-    Ok(Some(update.record().clone()))
+    recover_or_interrupt(storage, record, now, heartbeat_interval_secs, resume)?;
+    load_record(storage, id)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -413,7 +410,10 @@ pub fn try_reserve_slot<S: Storage + ?Sized>(storage: &S, id: &str, limit: usize
         if ids.len() >= limit {
             return Err(ApiError::new(
                 ErrorCode::TooManyDownloads,
-                format!("{limit} downloads are already running; try again when one has finished"),
+                match limit {
+                    1 => "a download is already running (the limit is 1); try again when it has finished".to_string(),
+                    _ => format!("{limit} downloads are already running; try again when one has finished"),
+                },
             ));
         }
         ids.push(id.to_owned());
@@ -453,13 +453,19 @@ impl RecordFilter {
     }
 }
 
-/// Ends downloads whose worker stopped reporting (as interrupted), settles ended ones that
+/// Asks the app to run the next slice of download `id`, from the checkpoint of slice `slice`
+/// (a request to the download worker); `true` if it took the work.
+pub type ContinueDownload<'a> = &'a dyn Fn(&str, u32) -> bool;
+
+/// Recovers downloads whose worker stopped reporting — resumed through `resume` when a
+/// checkpoint allows ([`offer_recovery`]), else ended as interrupted — settles ended ones that
 /// still hold a slot, and drops slots whose record is gone. Returns the downloads this call
 /// declared interrupted, so the caller can reclaim their blobs and log them.
 pub fn sweep_stale<S: Storage + ?Sized>(
     storage: &S,
     now: u64,
     heartbeat_interval_secs: u64,
+    resume: ContinueDownload<'_>,
 ) -> Result<Vec<DownloadRecord>, ApiError> {
     let mut interrupted = Vec::new();
     for id in active_ids(storage)? {
@@ -474,17 +480,8 @@ pub fn sweep_stale<S: Storage + ?Sized>(
                 release(storage, &record)?;
             }
             Some(record) if record.is_stale(now, heartbeat_interval_secs) => {
-                let update = finish(storage, &id, |record| {
-                    if record.is_stale(now, heartbeat_interval_secs) {
-                        record.interrupted(now)
-                    } else {
-                        Ok(())
-                    }
-                })?;
-                if let RecordUpdate::Applied(record) = update {
-                    if record.is_terminal() {
-                        interrupted.push(record);
-                    }
+                if let Some(record) = recover_or_interrupt(storage, record, now, heartbeat_interval_secs, resume)? {
+                    interrupted.push(record);
                 }
             }
             Some(_) => {}
@@ -493,14 +490,52 @@ pub fn sweep_stale<S: Storage + ?Sized>(
     Ok(interrupted)
 }
 
+/// Resumes the stale `record` through `resume` if its checkpoint allows, else ends it as
+/// interrupted and discards what its checkpoint stored; returns it if it was interrupted.
+fn recover_or_interrupt<S: Storage + ?Sized>(
+    storage: &S,
+    record: DownloadRecord,
+    now: u64,
+    heartbeat_interval_secs: u64,
+    resume: ContinueDownload<'_>,
+) -> Result<Option<DownloadRecord>, ApiError> {
+    let offered = offer_recovery(storage, &record, now)?;
+    if let Some(slice) = offered {
+        if resume(&record.id, slice) {
+            return Ok(None);
+        }
+    }
+    let checkpoint = load_checkpoint(storage, &record.id)?;
+    let update = finish(storage, &record.id, |current| {
+        // Offered but nobody took it: it is still ours to end, unless a worker claimed it.
+        let unclaimed = offered.is_some_and(|slice| current.slice == slice && current.awaiting_worker);
+        if unclaimed || current.is_stale(now, heartbeat_interval_secs) {
+            current.interrupted(now)
+        } else {
+            Ok(())
+        }
+    })?;
+    match update {
+        RecordUpdate::Applied(record) if record.is_terminal() => {
+            if let Some(checkpoint) = checkpoint {
+                // Best effort: garbage collection removes what is left.
+                let _ = checkpoint.write.discard(storage);
+            }
+            Ok(Some(record))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// [`sweep_stale`], then reclaims the blob each interrupted download was writing (its worker
 /// is gone, so nobody else will). Returns the interrupted downloads.
 pub fn sweep_and_reclaim<S: Storage + ?Sized>(
     storage: &S,
     now: u64,
     heartbeat_interval_secs: u64,
+    resume: ContinueDownload<'_>,
 ) -> Result<Vec<DownloadRecord>, ApiError> {
-    let interrupted = sweep_stale(storage, now, heartbeat_interval_secs)?;
+    let interrupted = sweep_stale(storage, now, heartbeat_interval_secs, resume)?;
     for record in &interrupted {
         if let Some(blob_id) = &record.blob_id {
             let known_chunks = record.current_size / u64::from(DEFAULT_CHUNK_SIZE);
@@ -518,8 +553,9 @@ pub fn list_active<S: Storage + ?Sized>(
     filter: &RecordFilter,
     now: u64,
     heartbeat_interval_secs: u64,
+    resume: ContinueDownload<'_>,
 ) -> Result<Vec<DownloadRecord>, ApiError> {
-    sweep_stale(storage, now, heartbeat_interval_secs)?;
+    sweep_stale(storage, now, heartbeat_interval_secs, resume)?;
     let mut running = Vec::new();
     for id in active_ids(storage)? {
         if let Some(record) = load_record(storage, &id)? {
@@ -630,12 +666,17 @@ fn history_floor<S: Storage + ?Sized>(storage: &S) -> Result<u64, ApiError> {
 }
 
 /// Appends `id` to history; returns its sequence number. An atomic increment hands out the
-/// number, so concurrent appends never collide or overwrite each other.
+/// number, so concurrent appends never collide or overwrite each other; on a store whose
+/// counter can hand a number out twice, the append that finds its number taken takes the next.
 pub fn append_history<S: Storage + ?Sized>(storage: &S, id: &str) -> Result<u64, ApiError> {
-    let seq = storage.increment(HISTORY_SEQ_KEY, 1)?;
-    let seq = u64::try_from(seq).map_err(|_| corrupt("history counter", seq))?;
-    storage.set(&history_entry_key(seq), id.as_bytes())?;
-    Ok(seq)
+    for _ in 0..crate::storage::MAX_CAS_ATTEMPTS {
+        let seq = storage.increment(HISTORY_SEQ_KEY, 1)?;
+        let seq = u64::try_from(seq).map_err(|_| corrupt("history counter", seq))?;
+        if storage.set_numbered(&history_entry_key(seq), id.as_bytes())? {
+            return Ok(seq);
+        }
+    }
+    Err(ApiError::storage("history: every sequence number tried was taken"))
 }
 
 /// `limit` and `cursor` of a history request.
@@ -751,6 +792,9 @@ mod tests {
     use crate::blob::MAX_KEY_BYTES;
     use crate::download::params::parse_start_request;
     use crate::download::record::{DownloadStatus, ProgressReport};
+
+    /// A sweep's resume that never finds a worker: stale downloads end as interrupted.
+    const NO_RESUME: ContinueDownload<'static> = &|_, _| false;
     use crate::download::url_policy::DownloadPolicy;
     use crate::storage::{write_file, MemoryStorage, WriteMode, WriteOptions};
 
@@ -899,8 +943,11 @@ mod tests {
         );
         // Staleness is judged on the reported heartbeat, by readers and by the sweep alike.
         let stale_at_raw_heartbeat = 10 + 5 * (crate::download::record::STALE_AFTER_INTERVALS + 1);
-        assert!(sweep_stale(&storage, stale_at_raw_heartbeat, 5).unwrap().is_empty());
-        assert_eq!(list_active(&storage, &RecordFilter::default(), stale_at_raw_heartbeat, 5).unwrap().len(), 1);
+        assert!(sweep_stale(&storage, stale_at_raw_heartbeat, 5, NO_RESUME).unwrap().is_empty());
+        assert_eq!(
+            list_active(&storage, &RecordFilter::default(), stale_at_raw_heartbeat, 5, NO_RESUME).unwrap().len(),
+            1
+        );
         // The end is final: a late report does not change it, and the report is removed.
         finish(&storage, "d1", |r| r.complete(101, 8192)).unwrap();
         report_progress(&storage, "d1", &ProgressReport { current_size: 1, heartbeat: 102, ..report }).unwrap();
@@ -1079,13 +1126,13 @@ mod tests {
         let storage = MemoryStorage::new();
         let record = start(&storage, "d1", "data.csv", 100, 4).unwrap();
         assert_eq!(active_ids(&storage).unwrap(), ["d1"]);
-        let active = list_active(&storage, &RecordFilter::default(), 101, INTERVAL).unwrap();
+        let active = list_active(&storage, &RecordFilter::default(), 101, INTERVAL, NO_RESUME).unwrap();
         assert_eq!(active, [record]);
         update_record(&storage, "d1", |r| r.progress(102, 10, Some(20))).unwrap();
         let done = finish(&storage, "d1", |r| r.complete(103, 20)).unwrap();
         assert!(matches!(done, RecordUpdate::Applied(ref r) if r.status == DownloadStatus::Completed));
         assert!(active_ids(&storage).unwrap().is_empty());
-        assert!(list_active(&storage, &RecordFilter::default(), 104, INTERVAL).unwrap().is_empty());
+        assert!(list_active(&storage, &RecordFilter::default(), 104, INTERVAL, NO_RESUME).unwrap().is_empty());
         assert_eq!(history_ids(&storage), ["d1"]);
         // The target is free again for a later download (the file itself would now exist).
         assert!(reserve_target(&storage, &dir("Downloads/data.csv"), "d2", 105).unwrap());
@@ -1157,6 +1204,78 @@ mod tests {
         assert!(!settle(&storage, "nope").unwrap());
     }
 
+    /// A checkpoint of `id` (slice `slice`) over a real pending write of 10 bytes.
+    fn checkpointed(storage: &MemoryStorage, id: &str, slice: u32) {
+        use crate::download::slices::{save_checkpoint, TransferCheckpoint};
+        let blob = BlobId::new(format!("blob-{id}")).unwrap();
+        let mut writer = crate::storage::FileWriter::begin(
+            storage,
+            dir(&format!("Downloads/{id}.bin")),
+            blob,
+            WriteOptions::default(),
+            100,
+        )
+        .unwrap();
+        writer.write(b"0123456789").unwrap();
+        let write = writer.suspend().unwrap();
+        let checkpoint = TransferCheckpoint { slice, validator: Default::default(), expected_size: Some(20), write };
+        save_checkpoint(storage, id, &checkpoint).unwrap();
+    }
+
+    #[test]
+    fn a_stale_download_with_a_checkpoint_is_resumed_once_and_interrupted_after_fruitless_recoveries() {
+        use crate::download::slices::{claim_slice, hand_off, load_checkpoint, MAX_RECOVERIES};
+        use std::cell::RefCell;
+        let storage = MemoryStorage::new();
+        start(&storage, "d", "d.bin", 100, 4).unwrap();
+        checkpointed(&storage, "d", 0);
+        // A live worker cannot be taken over: nothing awaits a worker.
+        assert_eq!(claim_slice(&storage, "d", 0, 101).unwrap(), None);
+
+        let asked = RefCell::new(Vec::new());
+        let resume = |id: &str, slice: u32| {
+            asked.borrow_mut().push((id.to_owned(), slice));
+            true
+        };
+        assert!(sweep_stale(&storage, 200, INTERVAL, &resume).unwrap().is_empty());
+        assert_eq!(*asked.borrow(), [("d".to_owned(), 0)]);
+        let record = load_record(&storage, "d").unwrap().unwrap();
+        assert!(record.awaiting_worker && !record.is_terminal() && !record.is_stale(200, INTERVAL));
+        // Another sweep meanwhile leaves it alone (fresh heartbeat); one claim wins.
+        assert!(sweep_stale(&storage, 201, INTERVAL, &resume).unwrap().is_empty());
+        assert_eq!(asked.borrow().len(), 1);
+        let claimed = claim_slice(&storage, "d", 0, 202).unwrap().expect("claimed");
+        assert_eq!((claimed.slice, claimed.awaiting_worker), (1, false));
+        assert_eq!(claim_slice(&storage, "d", 0, 202).unwrap(), None, "claimed twice");
+        // The new slice hands off at its budget; the next claim is from slice 1.
+        checkpointed(&storage, "d", 1);
+        assert!(hand_off(&storage, "d", 1).unwrap());
+        assert!(!hand_off(&storage, "d", 0).unwrap(), "a superseded slice cannot hand off");
+        assert!(claim_slice(&storage, "d", 1, 203).unwrap().is_some());
+
+        // Progress since the last recovery resets the count; a worker that keeps dying
+        // without progress is given up on.
+        let report = ProgressReport { current_size: 10, heartbeat: 250, receiving: true, ..Default::default() };
+        report_progress(&storage, "d", &report).unwrap();
+        checkpointed(&storage, "d", 2);
+        let mut now = 300;
+        for _ in 0..MAX_RECOVERIES {
+            assert!(sweep_stale(&storage, now, INTERVAL, &resume).unwrap().is_empty());
+            assert!(load_current(&storage, "d", now + 1, INTERVAL, &resume).unwrap().is_some());
+            now += 100;
+        }
+        let interrupted = sweep_stale(&storage, now, INTERVAL, &resume).unwrap();
+        assert_eq!(interrupted.len(), 1, "after {MAX_RECOVERIES} fruitless recoveries");
+        assert!(load_checkpoint(&storage, "d").unwrap().is_none(), "the checkpoint goes with the record");
+        assert!(storage.keys().iter().all(|key| !key.starts_with("chunk:") && !key.starts_with("pending:")));
+
+        // A resume nobody takes ends the download at once.
+        start(&storage, "e", "e.bin", 1000, 4).unwrap();
+        checkpointed(&storage, "e", 0);
+        let record = load_current(&storage, "e", 2000, INTERVAL, NO_RESUME).unwrap().unwrap();
+        assert_eq!(record.status, DownloadStatus::Failed);
+    }
+
     #[test]
     fn stale_downloads_are_interrupted_and_settled() {
         let storage = MemoryStorage::new();
@@ -1170,7 +1289,7 @@ mod tests {
         storage.set(ACTIVE_KEY, br#"["old","fresh","ended","orphan"]"#).unwrap();
 
         assert!(!load_record(&storage, "old").unwrap().unwrap().is_stale(120, INTERVAL));
-        let interrupted = sweep_stale(&storage, 121, INTERVAL).unwrap();
+        let interrupted = sweep_stale(&storage, 121, INTERVAL, NO_RESUME).unwrap();
         assert_eq!(interrupted.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["old"]);
         let old = load_record(&storage, "old").unwrap().unwrap();
         assert_eq!((old.status, old.error), (DownloadStatus::Failed, Some(ErrorCode::NetworkError)));
@@ -1180,7 +1299,7 @@ mod tests {
         history.sort();
         assert_eq!(history, ["ended", "old"]);
         // Sweeping again changes nothing.
-        assert!(sweep_stale(&storage, 121, INTERVAL).unwrap().is_empty());
+        assert!(sweep_stale(&storage, 121, INTERVAL, NO_RESUME).unwrap().is_empty());
         assert_eq!(history_ids(&storage).len(), 2);
     }
 
@@ -1188,12 +1307,15 @@ mod tests {
     fn load_current_reconciles_stale_records() {
         let storage = MemoryStorage::new();
         start(&storage, "d1", "a.bin", 100, 4).unwrap();
-        assert_eq!(load_current(&storage, "d1", 110, INTERVAL).unwrap().unwrap().status, DownloadStatus::Starting);
-        let record = load_current(&storage, "d1", 200, INTERVAL).unwrap().unwrap();
+        assert_eq!(
+            load_current(&storage, "d1", 110, INTERVAL, NO_RESUME).unwrap().unwrap().status,
+            DownloadStatus::Starting
+        );
+        let record = load_current(&storage, "d1", 200, INTERVAL, NO_RESUME).unwrap().unwrap();
         assert_eq!(record.status, DownloadStatus::Failed);
         assert_eq!(history_ids(&storage), ["d1"]);
         assert!(active_ids(&storage).unwrap().is_empty());
-        assert_eq!(load_current(&storage, "none", 200, INTERVAL).unwrap(), None);
+        assert_eq!(load_current(&storage, "none", 200, INTERVAL, NO_RESUME).unwrap(), None);
     }
 
     #[test]
@@ -1203,7 +1325,7 @@ mod tests {
         storage.before_next_cas(&record_key("d1"), |store: &MemoryStorage| {
             update_record(store, "d1", |r| r.progress(130, 1, None)).unwrap();
         });
-        assert!(sweep_stale(&storage, 130, INTERVAL).unwrap().is_empty());
+        assert!(sweep_stale(&storage, 130, INTERVAL, NO_RESUME).unwrap().is_empty());
         assert_eq!(load_record(&storage, "d1").unwrap().unwrap().status, DownloadStatus::Downloading);
         assert_eq!(active_ids(&storage).unwrap(), ["d1"]);
     }
@@ -1218,7 +1340,11 @@ mod tests {
         create_record(&storage, &other).unwrap();
         try_reserve_slot(&storage, "c", 9).unwrap();
         let ids = |filter: RecordFilter| {
-            list_active(&storage, &filter, 21, INTERVAL).unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>()
+            list_active(&storage, &filter, 21, INTERVAL, NO_RESUME)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
         };
         assert_eq!(ids(RecordFilter::default()), ["a", "c", "b"]);
         assert_eq!(ids(RecordFilter { directory: Some(dir("Downloads")), owner: None }), ["a", "b"]);
@@ -1441,7 +1567,7 @@ mod tests {
         create_record(&storage, &record).unwrap();
         try_reserve_slot(&storage, "d1", 4).unwrap();
         assert!(storage.keys().iter().any(|k| k.starts_with("chunk:")));
-        let interrupted = sweep_and_reclaim(&storage, 200, 5).unwrap();
+        let interrupted = sweep_and_reclaim(&storage, 200, 5, NO_RESUME).unwrap();
         assert_eq!(interrupted.len(), 1);
         assert!(!storage.keys().iter().any(|k| k.starts_with("chunk:") || k.starts_with("pending:")));
         assert!(active_ids(&storage).unwrap().is_empty());

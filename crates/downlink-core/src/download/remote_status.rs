@@ -153,22 +153,6 @@ pub fn check_size_cap(max_bytes: Option<u64>, content_length: Option<u64>, recei
     Ok(())
 }
 
-/// At the end of the body: a `Content-Length` that was not met means the transfer broke off
-/// (or the server lied), which is a `NETWORK_ERROR`, never a truncated "completed" file.
-pub fn check_body_complete(content_length: Option<u64>, received: u64) -> Result<(), ApiError> {
-    match content_length {
-        Some(expected) if received < expected => Err(ApiError::new(
-            ErrorCode::NetworkError,
-            format!("the connection closed after {received} of {expected} bytes"),
-        )),
-        Some(expected) if received > expected => Err(ApiError::new(
-            ErrorCode::NetworkError,
-            format!("the server sent {received} bytes but announced {expected}"),
-        )),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,16 +237,5 @@ mod tests {
         assert_eq!((early.code, early.status()), (ErrorCode::FileTooLarge, 413));
         assert_eq!(check_size_cap(Some(100), None, 101).unwrap_err().code, ErrorCode::FileTooLarge);
         assert_eq!(check_size_cap(Some(100), Some(50), 101).unwrap_err().code, ErrorCode::FileTooLarge);
-    }
-
-    #[test]
-    fn body_completeness() {
-        assert!(check_body_complete(None, 0).is_ok());
-        assert!(check_body_complete(None, 12345).is_ok());
-        assert!(check_body_complete(Some(10), 10).is_ok());
-        let short = check_body_complete(Some(10), 4).unwrap_err();
-        assert_eq!(short.code, ErrorCode::NetworkError);
-        assert!(short.message.contains("4 of 10"));
-        assert_eq!(check_body_complete(Some(10), 11).unwrap_err().code, ErrorCode::NetworkError);
     }
 }

@@ -11,7 +11,10 @@
 //!   key)`, compare `cas.current()` with `expected` (report [`CasOutcome::Conflict`] with the
 //!   current value if different), then `atomics::swap(cas, new)`; a `CasFailed` from `swap` is
 //!   also a conflict. `increment` is `atomics::increment`. `list_keys` is `bucket.list_keys`
-//!   (paged) — only GC calls it.
+//!   (paged) — only GC calls it. Spin's own swap is weaker than this contract; components wrap
+//!   the store in [`exact::ExactKv`]. Where the host has no `atomics` at all (Fermyon Wasm
+//!   Functions, Fermyon Cloud) they wrap it in [`optimistic::OptimisticKv`], which keeps the
+//!   contract only as far as reads and writes can (see there).
 //! - **S3-compatible object store**: `get` is GET, `set` PUT, `delete` DELETE;
 //!   `compare_and_swap` is GET (remember its ETag), compare bytes, then a conditional PUT with
 //!   `If-Match: <etag>` (or `If-None-Match: *` when `expected` is `None`); `412` is a conflict.
@@ -28,11 +31,12 @@ mod files;
 #[cfg(any(test, feature = "memory-storage"))]
 mod memory;
 pub mod objects;
+pub mod optimistic;
 
 pub use files::{
     collect_garbage, delete_dir_recursive, delete_file, dir_entries, list_dir, read_meta, reclaim_abandoned_write,
-    stat, walk_files, write_file, Committed, DeleteSummary, DirEntries, Entry, FileWriter, GcReport, WriteMode,
-    WriteOptions, CHUNKS_PER_BATCH, DEFAULT_GC_GRACE_SECS, TOUCH_INTERVAL_SECS,
+    stat, walk_files, write_file, Committed, DeleteSummary, DirEntries, Entry, FileWriter, GcReport, WriteCheckpoint,
+    WriteMode, WriteOptions, CHUNKS_PER_BATCH, DEFAULT_GC_GRACE_SECS, TOUCH_INTERVAL_SECS,
 };
 /// The in-memory store of the core's own tests (feature `memory-storage` for other crates'
 /// tests); no component ships it.
@@ -93,6 +97,15 @@ pub trait Storage {
     /// Removes `key`; removing an absent key succeeds.
     fn delete(&self, key: &str) -> Result<(), StorageError>;
 
+    /// Stores `value` under `key`, a key numbered by [`increment`](Storage::increment) that no
+    /// one else should hold, and says whether it is ours: `false` when another writer holds it
+    /// (only on a store whose counters can hand a number out twice, [`optimistic`]); the
+    /// caller then takes the next number.
+    fn set_numbered(&self, key: &str, value: &[u8]) -> Result<bool, StorageError> {
+        self.set(key, value)?;
+        Ok(true)
+    }
+
     /// Removes a key that is created with `compare_and_swap(key, None, ..)` (a file record, a
     /// directory index). A backend whose create-if-absent is not atomic by itself keeps a
     /// tombstone instead, which reads as absent (see [`exact`]).
@@ -135,6 +148,10 @@ impl<S: Storage + ?Sized> Storage for &S {
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         (**self).delete(key)
+    }
+
+    fn set_numbered(&self, key: &str, value: &[u8]) -> Result<bool, StorageError> {
+        (**self).set_numbered(key, value)
     }
 
     fn retire(&self, key: &str) -> Result<(), StorageError> {
@@ -182,6 +199,10 @@ impl<S: Storage, O: ObjectStore> Storage for WithObjects<S, O> {
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.records.delete(key)
+    }
+
+    fn set_numbered(&self, key: &str, value: &[u8]) -> Result<bool, StorageError> {
+        self.records.set_numbered(key, value)
     }
 
     fn retire(&self, key: &str) -> Result<(), StorageError> {

@@ -67,7 +67,7 @@ pub struct PendingUpload {
 }
 
 /// One stored part of a multipart upload.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadedPart {
     /// Part number, from 1.
     pub number: u16,
@@ -146,6 +146,12 @@ pub trait ObjectStore {
     /// Deletes the object at `key`; deleting an absent object succeeds. Unconditional: not every
     /// S3-compatible server supports conditional deletes.
     fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// A short-lived URL a client can fetch the object at `location` from directly (with
+    /// `content_type` and `disposition` as the response's headers), for responses too large
+    /// for the host; `None` when the store has no such URLs.
+    fn presigned_get(&self, location: &ObjectLocation, content_type: &str, disposition: Option<&str>)
+        -> Option<String>;
 }
 
 #[cfg(any(test, feature = "memory-storage"))]
@@ -331,6 +337,10 @@ mod memory {
         }
 
         fn pause(&self, _: std::time::Duration) {}
+
+        fn presigned_get(&self, location: &ObjectLocation, _: &str, _: Option<&str>) -> Option<String> {
+            Some(format!("memory://bucket/{}?etag={}", location.key, location.etag))
+        }
 
         fn delete(&self, key: &str) -> Result<(), StorageError> {
             self.reachable()?;

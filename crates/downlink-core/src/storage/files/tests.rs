@@ -510,6 +510,85 @@ fn corrupt_records_are_errors_not_panics() {
     assert!(read_meta(&storage, &p("h")).is_err());
 }
 
+/// Writes `data` to `path` stopping at each of `cuts`: suspended and resumed there (the
+/// checkpoint going through JSON, as between invocations) when `suspend`; otherwise a crash:
+/// the writer is dropped after going on a little past its last boundary checkpoint, and the
+/// source is resumed from the checkpoint's `stored_bytes`.
+fn write_across_invocations<S: Storage + ?Sized>(
+    storage: &S,
+    path: &str,
+    data: &[u8],
+    options: WriteOptions,
+    cuts: &[usize],
+    suspend: bool,
+) -> Result<FileMeta, crate::ApiError> {
+    let mut writer = FileWriter::begin(storage, p(path), id("resumed"), options, NOW)?;
+    let mut at = 0;
+    for &cut in cuts {
+        writer.write(&data[at..cut])?;
+        let checkpoint = if suspend {
+            writer.suspend()?
+        } else {
+            let checkpoint = writer.checkpoint()?;
+            // Bytes after the checkpoint die with the invocation.
+            writer.write(&data[cut..(cut + 7).min(data.len())])?;
+            drop(writer);
+            checkpoint
+        };
+        let json = serde_json::to_vec(&checkpoint).unwrap();
+        let checkpoint: WriteCheckpoint = serde_json::from_slice(&json).unwrap();
+        at = checkpoint.stored_bytes() as usize;
+        assert!(at <= cut, "a checkpoint holds no byte it was not given");
+        if suspend {
+            assert_eq!(at, cut, "a suspended write keeps every byte");
+        }
+        writer = FileWriter::resume(storage, checkpoint, NOW + 1)?;
+    }
+    writer.write(&data[at..])?;
+    Ok(writer.commit(NOW + 2)?.meta)
+}
+
+#[test]
+fn a_write_goes_on_across_invocations_with_its_hashes() {
+    let data: Vec<u8> = (0..103u32).map(|i| (i * 7) as u8).collect();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    for suspend in [true, false] {
+        let storage = MemoryStorage::new();
+        let options = WriteOptions { expected_sha256: Some(sha.clone()), ..batches_of_three() };
+        let meta = write_across_invocations(&storage, "r.bin", &data, options, &[5, 6, 40, 41, 101], suspend).unwrap();
+        assert_eq!((meta.size, meta.crc32), (103, crc32fast::hash(&data)), "suspend {suspend}");
+        assert_eq!(meta.sha256.as_deref(), Some(sha.as_str()));
+        assert_eq!(read_all(&storage, "r.bin"), data);
+        assert_eq!(chunk_keys(&storage).len(), 26, "suspend {suspend}: exactly the file's chunks remain");
+        assert!(storage.keys().iter().all(|key| !key.starts_with("pending:")));
+    }
+    // The whole file's SHA-256 is checked, not each invocation's part.
+    let storage = MemoryStorage::new();
+    let options = WriteOptions { expected_sha256: Some("00".repeat(32)), ..small_chunks() };
+    let err = write_across_invocations(&storage, "bad.bin", &data, options, &[50], true).unwrap_err();
+    assert_eq!(err.code, ErrorCode::ChecksumMismatch);
+    assert!(chunk_keys(&storage).is_empty());
+}
+
+#[test]
+fn a_checkpoint_is_refused_once_gc_reclaimed_its_write_and_discards_cleanly() {
+    let storage = MemoryStorage::new();
+    let mut writer = FileWriter::begin(&storage, p("g.bin"), id("g"), small_chunks(), NOW).unwrap();
+    writer.write(b"0123456789").unwrap();
+    let checkpoint = writer.suspend().unwrap();
+    assert_eq!(checkpoint.stored_bytes(), 10);
+    let report = collect_garbage(&storage, NOW + 2 * DEFAULT_GC_GRACE_SECS, DEFAULT_GC_GRACE_SECS).unwrap();
+    assert!(report.markers_deleted >= 1, "{report:?}");
+    let err = FileWriter::resume(&storage, checkpoint.clone(), NOW + 1).err().expect("reclaimed");
+    assert!(err.message.contains("reclaimed"), "{}", err.message);
+
+    let mut writer = FileWriter::begin(&storage, p("d.bin"), id("d"), small_chunks(), NOW).unwrap();
+    writer.write(b"0123456789").unwrap();
+    writer.suspend().unwrap().discard(&storage).unwrap();
+    assert!(chunk_keys(&storage).is_empty());
+    assert!(storage.keys().iter().all(|key| !key.starts_with("pending:")), "{:?}", storage.keys());
+}
+
 /// Object-backend tests: records in memory, bytes in a [`MemoryObjects`] bucket.
 mod in_a_bucket {
     use super::*;
@@ -544,6 +623,32 @@ mod in_a_bucket {
         // Pieces of an odd size, so parts are cut across them.
         let options = WriteOptions { mode, ..WriteOptions::default() };
         write_file(storage, &p(path), id(blob), data.chunks(100_003), options, NOW)
+    }
+
+    #[test]
+    fn a_bucket_write_goes_on_across_invocations_keeping_its_tail_or_a_short_part() {
+        let data = content(3 * MIN_PART_BYTES + 777);
+        // A tail under a part size is kept in key-value pieces; one over the minimum becomes a
+        // part of its own (parts may differ in size).
+        let cuts = [1_000, MIN_PART_BYTES + 10, 2 * MIN_PART_BYTES + MIN_PART_BYTES / 2];
+        for suspend in [true, false] {
+            let storage = bucketed();
+            let options = WriteOptions { compute_sha256: true, ..WriteOptions::default() };
+            let meta = write_across_invocations(&storage, "r.bin", &data, options, &cuts, suspend).unwrap();
+            assert_eq!((meta.size, meta.crc32), (data.len() as u64, crc32fast::hash(&data)), "suspend {suspend}");
+            assert_eq!(meta.sha256, Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data))));
+            assert_eq!(bucket(&storage).object("files/r.bin").unwrap(), data);
+            assert_eq!(bucket(&storage).pending_uploads(), 0);
+            assert!(chunk_keys(&storage.records).is_empty(), "suspend {suspend}: tail pieces left behind");
+        }
+        let storage = bucketed();
+        let mut writer = FileWriter::begin(&storage, p("x.bin"), id("x"), WriteOptions::default(), NOW).unwrap();
+        writer.write(&data[..MIN_PART_BYTES + 5]).unwrap();
+        let checkpoint = writer.suspend().unwrap();
+        assert_eq!(bucket(&storage).pending_uploads(), 1);
+        checkpoint.discard(&storage).unwrap();
+        assert_eq!(bucket(&storage).pending_uploads(), 0);
+        assert!(chunk_keys(&storage.records).is_empty());
     }
 
     #[test]

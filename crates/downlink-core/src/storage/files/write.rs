@@ -2,19 +2,21 @@
 
 use super::{cas_update, CasOutcome, CasStep, Storage};
 use crate::blob::{
-    chunk_key, meta_key, pending_key, publish_lock_key, BlobId, ChunkWriter, FinishedBlob, PendingMarker,
-    DEFAULT_CHUNK_SIZE,
+    chunk_key, meta_key, pending_key, publish_lock_key, BlobId, ChunkState, ChunkWriter, FinishedBlob, PendingMarker,
+    DEFAULT_CHUNK_SIZE, MIN_PART_BYTES,
 };
 use crate::error::{ApiError, ErrorCode};
 use crate::http::if_match_passes;
 use crate::meta::{content_type_for, EntryKind, FileMeta, Origin};
 use crate::path::{PathError, StoragePath};
+use serde::{Deserialize, Serialize};
+
 use crate::storage::objects::{ObjectLocation, ObjectStore, PendingUpload, PutCondition, PutOutcome, UploadedPart};
 
 use super::*;
 
 /// What a write does when a file already exists at the path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteMode {
     /// Replace it.
     Overwrite,
@@ -93,9 +95,96 @@ pub(crate) struct WriteState<'s, S: Storage + ?Sized> {
     origin: Origin,
     mode: WriteMode,
     expected_sha256: Option<String>,
+    max_size: Option<u64>,
     marker: PendingMarker,
     marker_bytes: Vec<u8>,
     sink: ByteSink,
+    /// Key-value pieces of a bucket write's tail left by the invocation this one resumed.
+    tail_pieces: u64,
+}
+
+/// A pending write stopped between invocations: everything [`FileWriter::resume`] needs to
+/// go on appending in another one. Stored as JSON by the caller (it is well under a
+/// key-value value: the parts list of a 10,000-part upload is the largest member).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteCheckpoint {
+    path: StoragePath,
+    blob_id: BlobId,
+    chunk_size: u32,
+    content_type: String,
+    origin: Origin,
+    mode: WriteMode,
+    expected_sha256: Option<String>,
+    max_size: Option<u64>,
+    /// Where the chunker stands at its last boundary.
+    chunks: ChunkState,
+    /// Bytes after the boundary that were stored with the checkpoint (see [`FileWriter::suspend`]).
+    tail_len: u64,
+    sink: SinkCheckpoint,
+}
+
+/// The stored side of a [`WriteCheckpoint`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum SinkCheckpoint {
+    /// Chunks in the key-value store; the tail, if kept, is the partial chunk at the next index.
+    Chunks { attempted: u64 },
+    /// Parts in the bucket; the tail, if kept, is in key-value pieces under the blob's chunk keys 0, 1, ….
+    Object { key: String, upload: Option<PendingUpload>, parts: Vec<UploadedPart> },
+}
+
+impl WriteCheckpoint {
+    /// Bytes of the file the checkpoint holds: resume the source from here.
+    pub fn stored_bytes(&self) -> u64 {
+        self.chunks.size + self.tail_len
+    }
+
+    /// The blob being written.
+    pub fn blob_id(&self) -> &BlobId {
+        &self.blob_id
+    }
+
+    /// Deletes what the checkpointed write stored, for a write that will not be resumed
+    /// (best effort; garbage collection reaps what is left).
+    pub fn discard<S: Storage + ?Sized>(&self, storage: &S) -> Result<(), ApiError> {
+        match &self.sink {
+            SinkCheckpoint::Chunks { attempted } => {
+                discard_blob(storage, &self.blob_id, (*attempted).max(self.chunks.next_index + 1))
+            }
+            SinkCheckpoint::Object { upload, .. } => {
+                discard_chunks(storage, &self.blob_id, tail_pieces(self.tail_len))?;
+                if let Some(pending) = upload {
+                    bucket(storage)?.abort_upload(pending)?;
+                }
+                storage.delete(&pending_key(&self.blob_id)).map_err(ApiError::from)
+            }
+        }
+    }
+}
+
+/// A write's chunker: parts of `part_size` for a bucket (`Some`), else store chunks of
+/// `chunk_size`; refusing content over `max_size`, and computing SHA-256 if asked.
+fn chunker(
+    part_size: Option<u32>,
+    chunk_size: u32,
+    max_size: Option<u64>,
+    sha256: bool,
+) -> Result<ChunkWriter, ApiError> {
+    let mut chunks = match part_size {
+        Some(part_size) => ChunkWriter::for_parts(part_size)?,
+        None => ChunkWriter::new(chunk_size)?,
+    };
+    if let Some(limit) = max_size {
+        chunks = chunks.with_max_size(limit);
+    }
+    if sha256 {
+        chunks = chunks.with_sha256();
+    }
+    Ok(chunks)
+}
+
+/// Key-value pieces holding `len` bytes of a bucket write's tail.
+fn tail_pieces(len: u64) -> u64 {
+    len.div_ceil(u64::from(DEFAULT_CHUNK_SIZE))
 }
 
 /// Where a write puts its completed chunks: the two sides of the bytes boundary.
@@ -127,16 +216,8 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
             return Err(PathError::RootIsNotAFile.into());
         }
         let objects = storage.objects();
-        let mut chunks = match objects {
-            Some(objects) => ChunkWriter::for_parts(objects.part_size())?,
-            None => ChunkWriter::new(options.chunk_size)?,
-        };
-        if let Some(limit) = options.max_size {
-            chunks = chunks.with_max_size(limit);
-        }
-        if options.compute_sha256 || options.expected_sha256.is_some() {
-            chunks = chunks.with_sha256();
-        }
+        let sha256 = options.compute_sha256 || options.expected_sha256.is_some();
+        let chunks = chunker(objects.map(|o| o.part_size()), options.chunk_size, options.max_size, sha256)?;
         check_kinds(storage, &path, EntryKind::File)?;
         if let Some(bytes) = storage.get(&meta_key(&path))? {
             check_mode(&options.mode, &path, Some(&bytes))?;
@@ -170,9 +251,11 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
                 origin: options.origin,
                 mode: options.mode,
                 expected_sha256: options.expected_sha256.map(|h| h.to_ascii_lowercase()),
+                max_size: options.max_size,
                 marker,
                 marker_bytes,
                 sink,
+                tail_pieces: 0,
             },
         })
     }
@@ -203,6 +286,131 @@ impl<'s, S: Storage + ?Sized> FileWriter<'s, S> {
     /// Deletes everything this writer stored. Attempts every deletion; reports the first error.
     pub fn abort(self) -> Result<(), ApiError> {
         self.state.discard()
+    }
+
+    /// Bytes accepted so far.
+    pub fn size(&self) -> u64 {
+        self.chunks.size()
+    }
+
+    /// Stores every completed chunk and describes the write at its last chunk boundary, to
+    /// resume from if this invocation dies (the bytes after it are not stored: resume the
+    /// source from [`WriteCheckpoint::stored_bytes`]). The writer goes on.
+    pub fn checkpoint(&mut self) -> Result<WriteCheckpoint, ApiError> {
+        self.state.store_batch()?;
+        Ok(self.state.checkpoint(self.chunks.state(), 0))
+    }
+
+    /// Stops the write to go on in another invocation: stores every completed chunk and the
+    /// bytes after the last boundary too — as the partial next chunk in the store, or, for
+    /// a bucket, as a part of its own if it is large enough to be one, else in key-value
+    /// pieces. The checkpoint holds every byte accepted.
+    pub fn suspend(mut self) -> Result<WriteCheckpoint, ApiError> {
+        let bucket_part = match &self.state.sink {
+            ByteSink::Object { .. } => self.chunks.tail().len() >= MIN_PART_BYTES,
+            ByteSink::Chunks { .. } => false,
+        };
+        if bucket_part {
+            if let Some(part) = self.chunks.emit_tail() {
+                self.state.queue_chunk(part.index, part.bytes)?;
+            }
+        }
+        self.state.store_batch()?;
+        let tail = self.chunks.tail();
+        match &mut self.state.sink {
+            ByteSink::Chunks { attempted, .. } if !tail.is_empty() => {
+                let index = self.chunks.state().next_index;
+                *attempted = (*attempted).max(index + 1);
+                self.state.storage.set(&chunk_key(&self.state.blob_id, index), tail)?;
+            }
+            ByteSink::Object { .. } => {
+                for (index, piece) in (0..).zip(tail.chunks(DEFAULT_CHUNK_SIZE as usize)) {
+                    self.state.storage.set(&chunk_key(&self.state.blob_id, index), piece)?;
+                }
+            }
+            ByteSink::Chunks { .. } => {}
+        }
+        Ok(self.state.checkpoint(self.chunks.state(), tail.len() as u64))
+    }
+
+    /// Goes on with a write stopped by [`checkpoint`](Self::checkpoint) or
+    /// [`suspend`](Self::suspend) in an earlier invocation. Fails if garbage collection
+    /// reclaimed it meanwhile (nobody resumed it within the grace period), or its stored tail
+    /// is gone.
+    pub fn resume(storage: &'s S, checkpoint: WriteCheckpoint, now: u64) -> Result<Self, ApiError> {
+        let WriteCheckpoint {
+            path,
+            blob_id,
+            chunk_size,
+            content_type,
+            origin,
+            mode,
+            expected_sha256,
+            max_size,
+            chunks: chunk_state,
+            tail_len,
+            sink,
+        } = checkpoint;
+        let gone = || ApiError::storage(format!("the pending write of `{path}` was reclaimed; start over"));
+        let marker_bytes = storage.get(&pending_key(&blob_id))?.ok_or_else(gone)?;
+        let marker = PendingMarker::from_json_bytes(&marker_bytes).map_err(|_| gone())?;
+        if marker.reaped {
+            return Err(gone());
+        }
+        let tail_len = usize::try_from(tail_len).map_err(|_| gone())?;
+        // A store write's tail is its partial next chunk, which the write goes on to fill; a
+        // bucket write's is in pieces of its own, deleted when the write ends.
+        let (part_size, sink, tail, tail_pieces_left) = match sink {
+            SinkCheckpoint::Chunks { attempted } => {
+                let tail = match tail_len {
+                    0 => Vec::new(),
+                    len => {
+                        let mut bytes = storage.get(&chunk_key(&blob_id, chunk_state.next_index))?.ok_or_else(gone)?;
+                        if bytes.len() < len {
+                            return Err(gone());
+                        }
+                        bytes.truncate(len);
+                        bytes
+                    }
+                };
+                let per_batch = CHUNKS_PER_BATCH;
+                let sink = ByteSink::Chunks { attempted, batch: Vec::with_capacity(per_batch), per_batch };
+                (None, sink, tail, 0)
+            }
+            SinkCheckpoint::Object { key, upload, parts } => {
+                let objects = bucket(storage)?;
+                let mut tail = Vec::with_capacity(tail_len);
+                for index in 0..tail_pieces(tail_len as u64) {
+                    tail.extend(storage.get(&chunk_key(&blob_id, index))?.ok_or_else(gone)?);
+                }
+                if tail.len() != tail_len {
+                    return Err(gone());
+                }
+                let pieces = tail_pieces(tail_len as u64);
+                (Some(objects.part_size()), ByteSink::Object { key, upload, parts }, tail, pieces)
+            }
+        };
+        let chunks = chunker(part_size, chunk_size, max_size, chunk_state.sha256.is_some())?
+            .resume(chunk_state, tail)
+            .map_err(|_| gone())?;
+        let mut state = WriteState {
+            storage,
+            path,
+            blob_id,
+            chunk_size,
+            content_type,
+            origin,
+            mode,
+            expected_sha256,
+            max_size,
+            marker,
+            marker_bytes,
+            sink,
+            tail_pieces: tail_pieces_left,
+        };
+        // Alive again: GC must not take the blob now.
+        state.refresh_marker(now)?;
+        Ok(FileWriter { chunks, state })
     }
 
     /// Finishes the content and publishes the file atomically; returns its record and whether
@@ -277,10 +485,34 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
         Ok(())
     }
 
+    /// The checkpoint of this write standing at `chunks` with `tail_len` bytes stored after it.
+    fn checkpoint(&self, chunks: ChunkState, tail_len: u64) -> WriteCheckpoint {
+        let sink = match &self.sink {
+            ByteSink::Chunks { attempted, .. } => SinkCheckpoint::Chunks { attempted: *attempted },
+            ByteSink::Object { key, upload, parts } => {
+                SinkCheckpoint::Object { key: key.clone(), upload: upload.clone(), parts: parts.clone() }
+            }
+        };
+        WriteCheckpoint {
+            path: self.path.clone(),
+            blob_id: self.blob_id.clone(),
+            chunk_size: self.chunk_size,
+            content_type: self.content_type.clone(),
+            origin: self.origin.clone(),
+            mode: self.mode.clone(),
+            expected_sha256: self.expected_sha256.clone(),
+            max_size: self.max_size,
+            chunks,
+            tail_len,
+            sink,
+        }
+    }
+
     fn discard(&self) -> Result<(), ApiError> {
         match &self.sink {
             ByteSink::Chunks { attempted, .. } => discard_blob(self.storage, &self.blob_id, *attempted),
             ByteSink::Object { upload, .. } => {
+                discard_chunks(self.storage, &self.blob_id, self.tail_pieces)?;
                 if let Some(pending) = upload {
                     // The marker names the upload: it stays until the upload is aborted, so a
                     // bucket that cannot be reached now leaves GC something to abort later.
@@ -472,6 +704,7 @@ impl<S: Storage + ?Sized> WriteState<'_, S> {
             }
         }
         let _ = storage.delete(&pending_key(&self.blob_id));
+        let _ = discard_chunks(storage, &self.blob_id, self.tail_pieces);
         let replaced = previous_bytes.is_some();
         // Chunks go once nothing can point at them: the blob is not the path's record now,
         // and its writer has finished (its marker is gone; a writer still publishing runs
