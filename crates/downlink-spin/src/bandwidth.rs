@@ -1,10 +1,10 @@
 //! Per-principal bandwidth accounting: the quota from the `bandwidth_quota_bytes` variable,
 //! the atomic bytes-sent counter, and a response body that counts what it sends.
 
-use crate::http::{send_error, ClientGone, DeferredResponse};
-use downlink_core::delivery::{ContentSink, Delivery, StreamError};
+use crate::http::{send_error, send_json, ClientGone, DeferredResponse};
+use downlink_core::delivery::{ContentSink, Delivery, Redirect, StreamError};
 use downlink_core::prepare::{bandwidth_key, check_quota};
-use downlink_core::storage::Storage;
+use downlink_core::storage::{Storage, StorageError};
 use downlink_core::ApiError;
 use spin_sdk::http::ResponseOutparam;
 
@@ -28,6 +28,11 @@ pub fn bytes_sent<S: Storage + ?Sized>(storage: &S, principal: &str) -> Result<u
     Ok(u64::try_from(value).unwrap_or(0))
 }
 
+/// Adds `bytes` to the bytes-sent counter at `key` (a principal's [`bandwidth_key`]).
+fn count_sent<S: Storage + ?Sized>(storage: &S, key: &str, bytes: u64) -> Result<(), StorageError> {
+    storage.increment(key, i64::try_from(bytes).unwrap_or(i64::MAX)).map(drop)
+}
+
 /// `429 QUOTA_EXCEEDED` if sending `about_to_send` more bytes would exceed the quota.
 pub fn check_before_sending<S: Storage + ?Sized>(
     storage: &S,
@@ -43,10 +48,16 @@ pub fn check_before_sending<S: Storage + ?Sized>(
     }
 }
 
+/// Spin variable: the largest response body this host lets out (the hosted targets' 10 MiB
+/// cap); `0` or empty = no cap. Larger answers are redirected to the bucket or refused
+/// ([`Delivery::within_cap`]).
+pub const MAX_RESPONSE_VARIABLE: &str = "max_response_bytes";
+
 /// Answers with `delivery`: the principal's quota is checked first (a clean `429` before any
-/// status is committed), then the body streams, counted as it goes. A read that fails before
-/// the response is committed (see [`DeferredResponse`]) is answered with its JSON error. An
-/// error returned means the body broke off after the status was sent; it is left unfinished,
+/// status is committed); over the response cap, a `302` to the bucket (or the JSON `413` that
+/// says how to fetch it in parts); else the body streams, counted as it goes. A read that fails
+/// before the response is committed (see [`DeferredResponse`]) is answered with its JSON error.
+/// An error returned means the body broke off after the status was sent; it is left unfinished,
 /// so the client sees a truncated response, never a silently short one.
 pub fn deliver<S: Storage + ?Sized>(
     storage: &S,
@@ -57,6 +68,21 @@ pub fn deliver<S: Storage + ?Sized>(
     if let Err(refused) = check_before_sending(storage, principal, delivery.bytes_to_send()) {
         send_error(out, &refused);
         return Ok(());
+    }
+    match crate::settings().limit(MAX_RESPONSE_VARIABLE).and_then(|cap| delivery.within_cap(storage, cap)) {
+        Ok(None) => {}
+        Ok(Some(Redirect { location, bytes })) => {
+            // The bytes leave through the bucket, but they are this principal's download.
+            match count_sent(storage, &bandwidth_key(principal), bytes) {
+                Ok(_) => send_redirect(out, &location),
+                Err(e) => send_error(out, &e.into()),
+            }
+            return Ok(());
+        }
+        Err(refused) => {
+            send_error(out, &refused);
+            return Ok(());
+        }
     }
     let body = DeferredResponse::new(out, delivery.response.status, delivery.response.headers.clone());
     let mut sink = CountingSink::new(body, storage, principal);
@@ -95,8 +121,7 @@ impl<'a, S: Storage + ?Sized> CountingSink<'a, S> {
         if self.uncounted == 0 {
             return;
         }
-        let delta = i64::try_from(self.uncounted).unwrap_or(i64::MAX);
-        match self.storage.increment(&self.key, delta) {
+        match count_sent(self.storage, &self.key, self.uncounted) {
             Ok(_) => self.uncounted = 0,
             Err(e) => eprintln!("could not count {} bytes sent: {e}", self.uncounted),
         }
@@ -138,4 +163,16 @@ impl<S: Storage + ?Sized> Drop for CountingSink<'_, S> {
     fn drop(&mut self) {
         self.count_now();
     }
+}
+
+/// `302` to `location`, with the URL in a small JSON body too (for clients that do not follow
+/// redirects); never cached, since the URL expires.
+fn send_redirect(out: ResponseOutparam, location: &str) {
+    let body = serde_json::json!({ "redirect": location, "reason": "larger than this host's response limit" });
+    send_json(
+        out,
+        302,
+        &downlink_core::json::to_bytes(&body),
+        &[("location", location.to_owned()), ("cache-control", "no-store".to_owned())],
+    );
 }

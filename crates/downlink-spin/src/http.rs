@@ -49,8 +49,19 @@ impl RequestHead {
 
     /// The first value of a header as text (`None` if absent or not UTF-8).
     pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_bytes(name).and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    /// The first value of a header as sent.
+    fn header_bytes(&self, name: &str) -> Option<&[u8]> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_slice())
+    }
+
+    /// A header that decides what a request does (such as `If-Match`): its text, `None` if
+    /// absent, and `400` if it is not UTF-8, so an unreadable condition is never taken for none.
+    pub fn required_text(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        self.header_bytes(name).map(|value| header_text(name, value)).transpose()
     }
 
     /// The headers that shape a `GET`/`HEAD` answer (`Range`, `If-Range`, `If-None-Match`).
@@ -76,6 +87,11 @@ impl RequestHead {
     pub fn method_name(&self) -> String {
         method_name(&self.method)
     }
+}
+
+/// A header's value as text, or `400` naming the header when it is not UTF-8.
+pub fn header_text<'v>(name: &str, value: &'v [u8]) -> Result<&'v str, ApiError> {
+    std::str::from_utf8(value).map_err(|_| ApiError::invalid_request(format!("the `{name}` header is not valid text")))
 }
 
 /// A method's name, upper-case.

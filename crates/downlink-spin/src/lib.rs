@@ -14,10 +14,17 @@ use downlink_core::delivery::ReadCheck;
 
 pub mod auth;
 pub mod bandwidth;
+pub mod continuation;
 pub mod fetch;
 pub mod http;
 pub mod kv;
 pub mod s3;
+
+/// Blocks this instance for `duration` (a WASI timer; other instances keep running).
+pub fn pause(duration: std::time::Duration) {
+    let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+    wasi::clocks::monotonic_clock::subscribe_duration(nanos).block();
+}
 
 /// Seconds since the Unix epoch (wall clock).
 pub fn now_unix() -> u64 {

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
+use downlink_core::backoff::{clock_jitter, Backoff};
 use downlink_core::path::StoragePath;
 use downlink_core::s3::{S3Client, S3Status, SignedRequest};
 use downlink_core::storage::objects::{
@@ -18,8 +19,8 @@ use crate::now_unix;
 
 /// Attempts per request (the first and two retries).
 const ATTEMPTS: u32 = 3;
-/// The pause before the first retry; doubled for each further one.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Waits between attempts: about 200 ms, then 400 ms, jittered.
+const BACKOFF: Backoff = Backoff { first: Duration::from_millis(200), max: Duration::from_secs(2) };
 /// Connecting, and waiting for the first byte of an answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -136,12 +137,10 @@ fn send(
     build: impl Fn(u64) -> SignedRequest,
     waiting: &mut dyn FnMut(),
 ) -> Result<(Answer, S3Status), StorageError> {
-    let mut backoff = FIRST_BACKOFF;
     let mut last_error = None;
     for attempt in 1..=ATTEMPTS {
         if attempt > 1 {
-            pause(backoff);
-            backoff *= 2;
+            pause(BACKOFF.delay(attempt - 1, clock_jitter()));
         }
         let request = build(now_unix());
         let payload = request.body.as_deref().unwrap_or(body);
@@ -195,6 +194,10 @@ fn written(operation: &str, answer: &Answer, status: S3Status) -> Result<PutOutc
         other => Err(other.into_error(operation)),
     }
 }
+
+/// How long a redirect to the bucket stays usable: long enough to start the download, short
+/// enough that a leaked URL is soon worthless.
+const PRESIGNED_GET_VALIDITY: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 impl ObjectStore for S3Objects {
     fn key_for(&self, path: &StoragePath) -> String {
@@ -284,6 +287,15 @@ impl ObjectStore for S3Objects {
 
     fn pause(&self, duration: Duration) {
         pause(duration);
+    }
+
+    fn presigned_get(
+        &self,
+        location: &ObjectLocation,
+        content_type: &str,
+        disposition: Option<&str>,
+    ) -> Option<String> {
+        Some(self.client.presigned_get(location, content_type, disposition, PRESIGNED_GET_VALIDITY, crate::now_unix()))
     }
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {
