@@ -11,16 +11,18 @@ use downlink_core::download::registry::{
 };
 use downlink_core::query::Query;
 use downlink_core::{ApiError, ErrorCode, StoragePath};
+use downlink_spin::continuation::continue_download;
 use downlink_spin::http::{send_error, send_json, RequestHead};
 use downlink_spin::kv::AppStorage;
 use downlink_spin::{auth, download_settings, now_unix};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
-use spin_sdk::http_component;
 
 const API_PREFIX: &str = "/api/v1/downloads";
 
-#[http_component]
-async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+/// Serves one request (the component's export; the gateway calls it directly where the host
+/// has no service chaining).
+#[cfg_attr(feature = "export", spin_sdk::http_component)]
+pub async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = RequestHead::of(&req);
     drop(req);
     match serve(&head) {
@@ -35,23 +37,24 @@ fn serve(head: &RequestHead) -> Result<(u16, Vec<u8>), ApiError> {
     let storage = downlink_spin::kv::open_default()?;
     let now = now_unix();
     let query = Query::parse(head.query())?;
-    sweep_and_reclaim(&storage, now, settings.heartbeat_secs)?;
+    sweep_and_reclaim(&storage, now, settings.heartbeat_secs, &continue_download)?;
 
     // The gateway forwards `/{dir}?downloads=`; everything else arrives on /api/v1/downloads.
     if query.has("downloads") {
         principal.require(Scope::DownloadRead)?;
-        require_method(head, Method::Get, "GET")?;
+        require_method(head, Method::Get, "GET, HEAD")?;
         let directory = StoragePath::from_url_path(head.path())?.path;
         let filter = RecordFilter { directory: Some(directory), owner: None };
-        let running = list_active(&storage, &filter, now, settings.heartbeat_secs)?;
+        let running = list_active(&storage, &filter, now, settings.heartbeat_secs, &continue_download)?;
         return Ok((200, active_list_body(&running)));
     }
     let rest = head.path().strip_prefix(API_PREFIX).ok_or_else(|| ApiError::not_found("no such endpoint"))?;
     match rest.trim_end_matches('/') {
         "" => {
             principal.require(Scope::DownloadRead)?;
-            require_method(head, Method::Get, "GET")?;
-            let running = list_active(&storage, &RecordFilter::default(), now, settings.heartbeat_secs)?;
+            require_method(head, Method::Get, "GET, HEAD")?;
+            let running =
+                list_active(&storage, &RecordFilter::default(), now, settings.heartbeat_secs, &continue_download)?;
             Ok((200, active_list_body(&running)))
         }
         id => {
@@ -60,8 +63,8 @@ fn serve(head: &RequestHead) -> Result<(u16, Vec<u8>), ApiError> {
                 Method::Get | Method::Head => {
                     principal.require(Scope::DownloadRead)?;
                     // As the list shows it: a worker that stopped reporting ends as interrupted.
-                    let record =
-                        load_current(&storage, id, now, settings.heartbeat_secs)?.ok_or_else(|| not_found(id))?;
+                    let record = load_current(&storage, id, now, settings.heartbeat_secs, &continue_download)?
+                        .ok_or_else(|| not_found(id))?;
                     Ok((200, record.detail_view().to_json_bytes()))
                 }
                 Method::Delete => cancel(&storage, &principal, id, now),

@@ -18,10 +18,11 @@ use downlink_spin::kv::AppStorage;
 use downlink_spin::{auth, now_unix};
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
-use spin_sdk::http_component;
 
-#[http_component]
-async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+/// Serves one request (the component's export; the gateway calls it directly where the host
+/// has no service chaining).
+#[cfg_attr(feature = "export", spin_sdk::http_component)]
+pub async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = RequestHead::of(&req);
     if let Err(e) = serve(req, &head, out) {
         // Only reached when the response had already started; the client sees a cut body.
@@ -43,10 +44,17 @@ fn serve(req: IncomingRequest, head: &RequestHead, out: ResponseOutparam) -> Res
         }
     };
     let outcome = match head.method {
+        _ if !target.allows(&head.method_name()) => Err(ApiError::method_not_allowed(target.allowed_methods())),
         Method::Get | Method::Head => read(&storage, &principal, &target, head),
-        Method::Put => upload(&storage, &principal, &target, head.header("if-match"), req).map(Reply::Json),
-        Method::Delete => remove(&storage, &principal, &target, head.header("if-match")).map(Reply::Json),
-        _ => Err(ApiError::method_not_allowed("GET, HEAD, PUT, DELETE")),
+        Method::Put => head
+            .required_text("if-match")
+            .and_then(|if_match| upload(&storage, &principal, &target, if_match, req))
+            .map(Reply::Json),
+        Method::Delete => head
+            .required_text("if-match")
+            .and_then(|if_match| remove(&storage, &principal, &target, if_match))
+            .map(Reply::Json),
+        _ => Err(ApiError::method_not_allowed(target.allowed_methods())),
     };
     match outcome {
         Ok(Reply::Json((status, body))) => send_json(out, status, &downlink_core::json::to_bytes(&body), &[]),
@@ -92,7 +100,7 @@ fn read<'a>(
             let delivery = Delivery::file(&meta, head.conditional(), head.method == Method::Head)?;
             Ok(Reply::File(Box::new(delivery.with_check(downlink_spin::read_check()?))))
         }
-        Some(Entry::File(_)) => Err(ApiError::not_found(format!("`/{}` is a file, not a directory", target.path))),
+        Some(Entry::File(_)) => Err(not_a_directory(&target.path)),
         Some(Entry::Dir(dir)) => Ok(Reply::Listing(Listing::open(storage, &dir, &ListingQuery::parse(head.query())?)?)),
         None => Err(ApiError::not_found(format!("no file or directory `/{}`", target.path))),
     }
@@ -108,9 +116,6 @@ fn upload(
     req: IncomingRequest,
 ) -> Result<(u16, serde_json::Value), ApiError> {
     principal.require(Scope::FileWrite)?;
-    if target.trailing_slash || target.path.is_root() {
-        return Err(ApiError::new(downlink_core::ErrorCode::InvalidPath, "PUT needs a file path, not a directory"));
-    }
     let blob_id = downlink_spin::random_blob_id();
     let started = now_unix();
     let options = WriteOptions { mode: WriteMode::for_upload(if_match), ..WriteOptions::default() };
@@ -159,6 +164,8 @@ fn remove(
 ) -> Result<(u16, serde_json::Value), ApiError> {
     principal.require(Scope::FileWrite)?;
     match stat(storage, &target.path)? {
+        // As for `GET`: `/name/` names a directory, so it never deletes a file.
+        Some(Entry::File(_)) if target.trailing_slash => Err(not_a_directory(&target.path)),
         Some(Entry::File(meta)) => {
             delete_file(storage, &meta.path, if_match)?;
             Ok((200, json!({ "success": true, "path": meta.path.as_str(), "deleted_files": 1 })))
@@ -172,4 +179,9 @@ fn remove(
         }
         None => Err(ApiError::not_found(format!("no file or directory `/{}`", target.path))),
     }
+}
+
+/// `/name/` names a directory; a file there is not found as one.
+fn not_a_directory(path: &StoragePath) -> ApiError {
+    ApiError::not_found(format!("`/{path}` is a file, not a directory"))
 }

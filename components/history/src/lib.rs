@@ -8,13 +8,15 @@ use downlink_core::download::record::history_body;
 use downlink_core::download::registry::{history_page, parse_history_params, sweep_and_reclaim, RecordFilter};
 use downlink_core::query::Query;
 use downlink_core::{ApiError, StoragePath};
+use downlink_spin::continuation::continue_download;
 use downlink_spin::http::{send_error, send_json, RequestHead};
 use downlink_spin::{auth, download_settings, now_unix};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
-use spin_sdk::http_component;
 
-#[http_component]
-async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+/// Serves one request (the component's export; the gateway calls it directly where the host
+/// has no service chaining).
+#[cfg_attr(feature = "export", spin_sdk::http_component)]
+pub async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = RequestHead::of(&req);
     drop(req);
     match serve(&head) {
@@ -40,7 +42,7 @@ fn serve(head: &RequestHead) -> Result<Vec<u8>, ApiError> {
     let settings = download_settings()?;
     let storage = downlink_spin::kv::open_default()?;
     // Downloads whose worker died belong in history too.
-    sweep_and_reclaim(&storage, now_unix(), settings.heartbeat_secs)?;
+    sweep_and_reclaim(&storage, now_unix(), settings.heartbeat_secs, &continue_download)?;
     let page = history_page(&storage, params.limit, params.cursor, &RecordFilter { directory, owner: None })?;
     Ok(history_body(&page.records, page.next_cursor))
 }
