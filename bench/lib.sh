@@ -85,6 +85,8 @@ bench_cleanup() {
     stop_pid "$ORIGIN_PID"
     stop_pid "$S3_PID"
     stop_pid "$DEVHOST_PID"
+    local pid
+    for pid in ${EXTRA_PIDS:-}; do stop_pid "$pid"; done
     if [[ -n "$WORK" ]]; then
         if [[ "$KEEP_TMP" == 1 ]]; then
             echo "kept $WORK" >&2
@@ -142,33 +144,35 @@ make_test_file() {
 
 # start_devhost [DEVHOST-ARG...]: `devhost up` of spin.toml on 127.0.0.1:0 with state dir
 # $WORK/state, the minted API_TOKENS and the extra arguments (e.g. `--variable k=v`); waits for
-# its `Serving http://...` line. Sets DEVHOST_PID, BASE and RSS_START (VmHWM in kB).
+# its `Serving http://...` line. Sets DEVHOST_PID, BASE and RSS_START (VmHWM in kB). A second
+# host at once: set HOST_TAG (its state dir and logs get the suffix).
 start_devhost() {
-    log "starting the app on $HOST${VARIABLES:+ with $VARIABLES}"
-    local extra=() var
+    log "starting the app on $HOST${VARIABLES:+ with $VARIABLES}${HOST_TAG:+ ($HOST_TAG)} $*"
+    local extra=() var tag=${HOST_TAG:+-$HOST_TAG}
+    mkdir -p "$WORK/state$tag"
     for var in $VARIABLES; do extra+=(--variable "$var"); done
     case "$HOST" in
         devhost)
-            "$DEVHOST" up --from "$ROOT/spin.toml" --listen 127.0.0.1:0 --state-dir "$WORK/state" \
-                --variable "api_tokens=$API_TOKENS" "${extra[@]}" "$@" >"$WORK/devhost.out" 2>"$WORK/devhost.err" &
+            "$DEVHOST" up --from "$ROOT/spin.toml" --listen 127.0.0.1:0 --state-dir "$WORK/state$tag" \
+                --variable "api_tokens=$API_TOKENS" "${extra[@]}" "$@" >"$WORK/devhost$tag.out" 2>"$WORK/devhost$tag.err" &
             ;;
         spin)
             # Spin picks no free port itself; `exec` so the recorded pid is Spin's (for RSS).
             (cd "$ROOT" && exec "$(spin_bin)" up --from "$ROOT/spin.toml" --listen "127.0.0.1:$(free_port)" \
-                --state-dir "$WORK/state" --variable "api_tokens=$API_TOKENS" "${extra[@]}" "$@") \
-                >"$WORK/devhost.out" 2>"$WORK/devhost.err" &
+                --state-dir "$WORK/state$tag" --variable "api_tokens=$API_TOKENS" "${extra[@]}" "$@") \
+                >"$WORK/devhost$tag.out" 2>"$WORK/devhost$tag.err" &
             ;;
         *) die "HOST must be devhost or spin, not $HOST" ;;
     esac
     DEVHOST_PID=$!
     BASE=""
     for _ in $(seq 1 1800); do
-        BASE=$(grep -o 'Serving http://127\.0\.0\.1:[0-9]*' "$WORK/devhost.out" 2>/dev/null | head -n1 | sed 's/^Serving //' || true)
+        BASE=$(grep -o 'Serving http://127\.0\.0\.1:[0-9]*' "$WORK/devhost$tag.out" 2>/dev/null | head -n1 | sed 's/^Serving //' || true)
         [[ -n "$BASE" ]] && break
-        kill -0 "$DEVHOST_PID" 2>/dev/null || { cat "$WORK/devhost.out" "$WORK/devhost.err" >&2; die "the dev host exited"; }
+        kill -0 "$DEVHOST_PID" 2>/dev/null || { cat "$WORK/devhost$tag.out" "$WORK/devhost$tag.err" >&2; die "the dev host exited"; }
         sleep 0.1
     done
-    [[ -n "$BASE" ]] || { cat "$WORK/devhost.err" >&2; die "the dev host did not print its Serving line"; }
+    [[ -n "$BASE" ]] || { cat "$WORK/devhost$tag.err" >&2; die "the dev host did not print its Serving line"; }
     # Spin prints the line before its listener answers; wait until it does.
     for _ in $(seq 1 300); do
         curl -s -o /dev/null --max-time 2 "$BASE/" && break

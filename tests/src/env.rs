@@ -43,13 +43,17 @@ pub enum StorageKind {
 
 /// What the app's end-to-end suites run on, read once from the environment:
 /// `DOWNLINK_TEST_HOST` = `devhost` (default) | `spin`, `DOWNLINK_TEST_KV` = `sqlite` (default) |
-/// `redis`, `DOWNLINK_TEST_STORAGE` = `kv` (default) | `s3`. Only [`DevHost::selected`] (and so [`app_builder`] / [`TestApp`]) follows it;
+/// `redis`, `DOWNLINK_TEST_STORAGE` = `kv` (default) | `s3`, `DOWNLINK_TEST_PLATFORM` = `spin`
+/// (default) | `wasm-functions` | `fermyon-cloud` (the dev host's `--platform` profile, with that
+/// target's manifest and build, see [`app_manifest`]). Only [`DevHost::selected`] (and so [`app_builder`] / [`TestApp`]) follows it;
 /// [`DevHost::builder`] is always the dev host on SQLite (the dev host's own tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TestEnv {
     pub host: HostKind,
     pub kv: KvKind,
     pub storage: StorageKind,
+    /// The deployment target emulated (dev host only): `spin`, `wasm-functions`, `fermyon-cloud`.
+    pub platform: &'static str,
 }
 
 /// The selection (see [`TestEnv`]); panics on a value it does not know.
@@ -73,13 +77,40 @@ pub fn test_env() -> TestEnv {
             Some("s3") => StorageKind::S3,
             Some(other) => panic!("DOWNLINK_TEST_STORAGE={other:?}: expected `kv` or `s3`"),
         };
-        TestEnv { host, kv, storage }
+        let platform = match read("DOWNLINK_TEST_PLATFORM").as_deref() {
+            None | Some("spin") => "spin",
+            Some("wasm-functions") => "wasm-functions",
+            Some("fermyon-cloud") => "fermyon-cloud",
+            Some(other) => panic!("DOWNLINK_TEST_PLATFORM={other:?}: expected spin, wasm-functions or fermyon-cloud"),
+        };
+        assert!(
+            platform == "spin" || host == HostKind::DevHost,
+            "DOWNLINK_TEST_PLATFORM={platform} is a dev host profile: it needs DOWNLINK_TEST_HOST=devhost"
+        );
+        TestEnv { host, kv, storage, platform }
     })
 }
 
 /// Do the app's file bytes live in a bucket ([`TestEnv::storage`])?
 pub fn bytes_in_bucket() -> bool {
     test_env().storage == StorageKind::S3
+}
+
+/// Do the app's suites run under a hosted target's profile ([`TestEnv::platform`])?
+pub fn on_hosted_platform() -> bool {
+    test_env().platform != "spin"
+}
+
+/// For a test of a behaviour a hosted target's profile cannot have (a runtime config, a body
+/// over 10 MiB, a transfer past 30 s): there prints `skipped under <platform>: <reason>` and
+/// returns true (the test then returns); else false.
+pub fn skip_on_hosted_platform(reason: &str) -> bool {
+    if on_hosted_platform() {
+        eprintln!("skipped under {}: {reason}", test_env().platform);
+        true
+    } else {
+        false
+    }
 }
 
 /// Do the app's suites run under real Spin ([`TestEnv::host`])?

@@ -646,7 +646,11 @@ impl DevHost {
     /// `spin up`, SQLite or Redis.
     pub fn selected(manifest: impl AsRef<Path>) -> DevHostBuilder {
         let env = test_env();
-        DevHostBuilder { host: env.host, kv: env.kv, storage: env.storage, ..DevHost::builder(manifest) }
+        let builder = DevHostBuilder { host: env.host, kv: env.kv, storage: env.storage, ..DevHost::builder(manifest) };
+        match env.platform {
+            "spin" => builder,
+            platform => builder.arg("--platform").arg(platform),
+        }
     }
 
     /// Start with the given extra arguments; panics (with the dev host's output) on failure.

@@ -17,7 +17,7 @@
 //! Modules, all re-exported at the root: [`paths`] (workspace, binaries, fixtures, temp dirs),
 //! [`env`] (which host, store and bytes backend), [`host`] (the host process), [`kv`] (the app's store seen
 //! directly), [`http`] (client helpers), [`redis`], [`s3`] (a throwaway S3 server), [`origin`] (test data and the origin),
-//! [`app`] (the real app and a suite's principals), [`expect`] (response checks).
+//! [`app`] (the real app and a suite's principals), [`expect`] (response checks), [`web`] (the OpenAPI and browser tests' tools).
 //!
 //! Nothing here talks to anything but 127.0.0.1.
 
@@ -34,6 +34,7 @@ pub mod origin;
 pub mod paths;
 pub mod redis;
 pub mod s3;
+pub mod web;
 
 pub use app::*;
 pub use env::*;
@@ -45,6 +46,7 @@ pub use origin::*;
 pub use paths::*;
 pub use redis::*;
 pub use s3::*;
+pub use web::*;
 
 #[cfg(test)]
 mod tests {

@@ -112,6 +112,15 @@ pub enum Route {
     /// Reads the request and answers nothing until `gate` is released (at most 120 s), then
     /// closes the connection without a response.
     Silent { gate: Gate },
+    /// The generated body (`seed`, `len`) with `Content-Length`, an `ETag` when `etag` is set,
+    /// and byte ranges: `Range: bytes=N-` gets `206` with the rest, unless `If-Range` names
+    /// another version (then the whole body, `200`). Each response sends at most
+    /// `reset_after` body bytes, then resets the connection; at most `bytes_per_sec`.
+    Ranged { seed: u64, len: u64, etag: Option<String>, reset_after: Option<u64>, bytes_per_sec: Option<u64> },
+    /// `status` with the extra `headers` and a short body.
+    WithHeaders { status: u16, headers: Vec<(String, String)> },
+    /// The first requests get `first`'s routes in order, every later one `then`.
+    Sequence { first: Arc<Mutex<std::collections::VecDeque<Route>>>, then: Box<Route> },
 }
 
 impl Route {
@@ -142,6 +151,38 @@ impl Route {
     /// Generated body with Content-Length (or chunked), at `bytes_per_sec`.
     pub fn throttled(seed: u64, len: u64, bytes_per_sec: u64, chunked: bool) -> Route {
         Route::Generated { seed, len, bytes_per_sec: Some(bytes_per_sec), chunked }
+    }
+
+    /// The generated body with ranges, an `ETag` and no faults.
+    pub fn ranged(seed: u64, len: u64, etag: &str) -> Route {
+        Route::Ranged { seed, len, etag: Some(etag.to_owned()), reset_after: None, bytes_per_sec: None }
+    }
+
+    /// This [`Route::Ranged`] resetting each response after `bytes` body bytes.
+    pub fn resetting_after(mut self, bytes: u64) -> Route {
+        if let Route::Ranged { reset_after, .. } = &mut self {
+            *reset_after = Some(bytes);
+        }
+        self
+    }
+
+    /// This [`Route::Ranged`] at most `rate` bytes a second.
+    pub fn at_rate(mut self, rate: u64) -> Route {
+        if let Route::Ranged { bytes_per_sec, .. } = &mut self {
+            *bytes_per_sec = Some(rate);
+        }
+        self
+    }
+
+    /// `status` with `headers` (e.g. `503` with `Retry-After`).
+    pub fn with_headers(status: u16, headers: &[(&str, &str)]) -> Route {
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Route::WithHeaders { status, headers }
+    }
+
+    /// `first` for the first requests, in order, then `then` for every later one.
+    pub fn sequence(first: Vec<Route>, then: Route) -> Route {
+        Route::Sequence { first: Arc::new(Mutex::new(first.into())), then: Box::new(then) }
     }
 
     pub fn gated(body: impl Into<Vec<u8>>, first: usize, gate: &Gate) -> Route {
@@ -317,13 +358,12 @@ pub(crate) fn serve_origin_connection(mut conn: TcpStream, shared: &OriginShared
         method: method.clone(),
         target,
         path: path.clone(),
-        headers,
+        headers: headers.clone(),
         at: Instant::now(),
     });
     let route = shared.routes.lock().unwrap().get(&path).cloned().unwrap_or_else(|| Route::status(404));
     let head_only = method.eq_ignore_ascii_case("HEAD");
-    let reset = matches!(route, Route::Cut { rst: true, .. });
-    let _ = respond_origin(&mut conn, route, head_only, shared);
+    let reset = respond_origin(&mut conn, route, head_only, &headers, shared).unwrap_or(false);
     if reset {
         // SO_LINGER 0 is set: closing now sends an RST (no FIN first).
         drop(conn);
@@ -370,12 +410,15 @@ pub(crate) fn write_counted(conn: &mut TcpStream, data: &[u8], shared: &OriginSh
     Ok(())
 }
 
+/// Answers one request; `Ok(true)`: the caller must reset the connection (drop it with
+/// `SO_LINGER` 0, already set).
 pub(crate) fn respond_origin(
     conn: &mut TcpStream,
     route: Route,
     head_only: bool,
+    request_headers: &[(String, String)],
     shared: &OriginShared,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     let octets = ("content-type", "application/octet-stream".to_string());
     match route {
         Route::Fixed { status, body } => {
@@ -403,7 +446,7 @@ pub(crate) fn respond_origin(
             };
             write_head(conn, 200, &[octets, framing])?;
             if head_only {
-                return Ok(());
+                return Ok(false);
             }
             let started = Instant::now();
             let piece = match bytes_per_sec {
@@ -442,7 +485,7 @@ pub(crate) fn respond_origin(
         Route::Trickle { len, interval } => {
             write_head(conn, 200, &[octets, ("content-length", len.to_string())])?;
             if head_only {
-                return Ok(());
+                return Ok(false);
             }
             for _ in 0..len {
                 write_counted(conn, b"x", shared)?;
@@ -450,7 +493,7 @@ pub(crate) fn respond_origin(
                 let until = Instant::now() + interval;
                 while Instant::now() < until {
                     if shared.stop.load(Ordering::SeqCst) {
-                        return Ok(());
+                        return Ok(false);
                     }
                     thread::sleep(Duration::from_millis(20));
                 }
@@ -466,7 +509,7 @@ pub(crate) fn respond_origin(
             if rst {
                 let _ = socket2::SockRef::from(&*conn).set_linger(Some(Duration::ZERO));
                 // The caller drops the stream without a shutdown: that sends the RST.
-                return Err(std::io::Error::other("reset"));
+                return Ok(true);
             }
         }
         Route::Redirect { status, location } => {
@@ -487,19 +530,84 @@ pub(crate) fn respond_origin(
         Route::Gated { body, first, gate } => {
             write_head(conn, 200, &[octets, ("content-length", body.len().to_string())])?;
             if head_only {
-                return Ok(());
+                return Ok(false);
             }
             let first = first.min(body.len());
             write_counted(conn, &body[..first], shared)?;
             conn.flush()?;
             if !gate.wait(&shared.stop, Duration::from_secs(120)) {
-                return Ok(());
+                return Ok(false);
             }
             write_counted(conn, &body[first..], shared)?;
         }
         Route::Silent { gate } => {
             gate.wait(&shared.stop, Duration::from_secs(120));
         }
+        Route::Ranged { seed, len, etag, reset_after, bytes_per_sec } => {
+            let header = |name: &str| request_headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            let same_version = header("if-range").is_none_or(|tag| etag.as_deref() == Some(tag));
+            let from = header("range")
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|from| same_version && *from < len);
+            let mut head = vec![octets, ("accept-ranges", "bytes".to_string())];
+            if let Some(tag) = &etag {
+                head.push(("etag", tag.clone()));
+            }
+            let start = from.unwrap_or(0);
+            head.push(("content-length", (len - start).to_string()));
+            match from {
+                Some(from) => {
+                    head.push(("content-range", format!("bytes {from}-{}/{len}", len - 1)));
+                    write_head(conn, 206, &head)?;
+                }
+                None => write_head(conn, 200, &head)?,
+            }
+            if head_only {
+                return Ok(false);
+            }
+            let end = reset_after.map_or(len, |most| len.min(start + most));
+            let began = Instant::now();
+            let mut at = start;
+            let mut block = (u64::MAX, Vec::new());
+            while at < end {
+                let index = at / GENERATED_BLOCK as u64;
+                if block.0 != index {
+                    block = (index, generated_block(seed, index));
+                }
+                let block = &block.1;
+                let offset = (at % GENERATED_BLOCK as u64) as usize;
+                let take = ((end - at) as usize).min(GENERATED_BLOCK - offset).min(16 * 1024);
+                if let Some(rate) = bytes_per_sec {
+                    let due = Duration::from_secs_f64((at - start) as f64 / rate as f64);
+                    if let Some(ahead) = due.checked_sub(began.elapsed()) {
+                        thread::sleep(ahead);
+                    }
+                }
+                write_counted(conn, &block[offset..offset + take], shared)?;
+                at += take as u64;
+            }
+            if end < len {
+                conn.flush()?;
+                thread::sleep(Duration::from_millis(100));
+                let _ = socket2::SockRef::from(&*conn).set_linger(Some(Duration::ZERO));
+                return Ok(true);
+            }
+        }
+        Route::WithHeaders { status, headers } => {
+            let body = format!("origin status {status}\n");
+            let mut head: Vec<(&str, String)> = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            head.push(("content-length", body.len().to_string()));
+            write_head(conn, status, &head)?;
+            if !head_only {
+                write_counted(conn, body.as_bytes(), shared)?;
+            }
+        }
+        Route::Sequence { first, then } => {
+            let next = first.lock().unwrap().pop_front().unwrap_or(*then);
+            return respond_origin(conn, next, head_only, request_headers, shared);
+        }
     }
-    Ok(())
+    Ok(false)
 }

@@ -123,7 +123,11 @@ pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// The application manifest at the workspace root (`spin.toml`).
+/// The application manifest at the workspace root: `spin.toml`, or under a hosted platform
+/// profile ([`test_env`]) that target's generated manifest (`spin.<platform>.toml`).
 pub fn app_manifest() -> PathBuf {
-    workspace_root().join("spin.toml")
+    match crate::test_env().platform {
+        "spin" => workspace_root().join("spin.toml"),
+        platform => workspace_root().join(format!("spin.{platform}.toml")),
+    }
 }

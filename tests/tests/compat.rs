@@ -162,3 +162,24 @@ fn a_running_download_holds_a_bounded_number_of_redis_connections() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Spin refuses a request with a header value that is not UTF-8 (obs-text, e.g. a latin-1
+/// byte) with an empty `500` before any component runs; the dev host does the same, so such a
+/// request can never look handled (an `If-Match` silently dropped) on one host and not the other.
+#[test]
+fn a_header_value_that_is_not_utf8_is_refused_by_the_host_before_the_app() {
+    let state = HostState::new("compat-obs-text");
+    let app = app_on(&state, &[]);
+    let stored = app.call("PUT", "/obs/kept.txt", Some(ALICE), &[], b"kept");
+    expect_status(&stored, 201, "the file the conditional write targets");
+    let auth = bearer_for(SUITE, ALICE);
+    let mut request = format!(
+        "PUT /obs/kept.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nContent-Length: 7\r\nConnection: close\r\nIf-Match: "
+    )
+    .into_bytes();
+    request.extend_from_slice(b"\x84\r\n\r\nchanged");
+    let refused = raw_request(app.host.addr(), &request).expect("the host answers");
+    assert_eq!((refused.status, refused.body.len()), (500, 0), "{}", refused.text());
+    let kept = app.call("GET", "/obs/kept.txt", Some(ALICE), &[], b"");
+    assert_eq!((kept.status, kept.body.as_slice()), (200, &b"kept"[..]), "the refused write changed the file");
+}

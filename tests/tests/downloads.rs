@@ -406,14 +406,25 @@ fn ids(items: &[Json]) -> Vec<String> {
     items.iter().map(|i| i["id"].as_str().unwrap_or_default().to_string()).collect()
 }
 
-/// GET the stored file at `path` through the file API; returns (status, sha256, length).
+/// GET the stored file at `path` through the file API, following a `302` to the bucket (a file
+/// over a hosted target's response cap); returns (status, sha256, length).
 fn file_digest(app: &App, path: &str) -> (u16, String, u64) {
     let auth = format!("Bearer {}", token_for(USER));
-    let mut hasher = Sha256::new();
-    let url = app.host.url(&format!("/{}", encode_path(path)));
-    let (resp, n) = http_request_streaming(&app.agent, "GET", &url, &[("Authorization", &auth)], |b| hasher.update(b))
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    (resp.status, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(), n)
+    let digest = |url: &str, headers: &[(&str, &str)]| {
+        let mut hasher = Sha256::new();
+        let (resp, n) = http_request_streaming(&app.agent, "GET", url, headers, |b| hasher.update(b))
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        (resp, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>(), n)
+    };
+    let (resp, sha, n) = digest(&app.host.url(&format!("/{}", encode_path(path))), &[("Authorization", &auth)]);
+    if resp.status != 302 {
+        return (resp.status, sha, n);
+    }
+    let location = resp.header("location").unwrap_or_else(|| panic!("GET {path}: a 302 without Location"));
+    assert!(location.contains("X-Amz-Signature="), "GET {path}: redirected to {location}, not a presigned URL");
+    // The bearer token never goes to the bucket.
+    let (resp, sha, n) = digest(location, &[]);
+    (resp.status, sha, n)
 }
 
 fn expect_file(app: &App, path: &str, data: &[u8]) {
@@ -899,7 +910,9 @@ fn remote_errors_map_to_their_codes_and_leave_no_file() {
         ("/short.bin", Route::Cut { len: 4 * MIB as u64, sent: 2 * MIB as u64, rst: false }),
     ]);
     let refused_port = free_port();
-    let app = App::start(&[]);
+    // Transient faults (500, a reset, a short body, a refused connection) are retried; two
+    // attempts keep this test quick.
+    let app = App::start(&[("download_max_attempts", "2")]);
     let cases = [
         (origin.url("/missing.bin"), "missing.bin", "REMOTE_FILE_NOT_FOUND"),
         (origin.url("/gone.bin"), "gone.bin", "REMOTE_FILE_NOT_FOUND"),
@@ -924,6 +937,12 @@ fn remote_errors_map_to_their_codes_and_leave_no_file() {
         assert_eq!(entry["status"], json!("failed"), "{name}: {entry}");
         assert_eq!(entry["error"], json!(code), "{name}: {entry}");
         expect_no_file(&app, &format!("err/{name}"), &format!("failed download {name}"));
+        let transient = !matches!(*name, "missing.bin" | "gone.bin" | "denied.bin");
+        let message = entry["message"].as_str().unwrap_or_default();
+        if *name != "refused.bin" {
+            assert_eq!(origin.hits(&format!("/{name}")), 1 + usize::from(transient), "{name}: attempts");
+        }
+        assert_eq!(message.contains("after 2 attempts"), transient, "{name}: {entry}");
     }
     assert!(global_active(&app).is_empty(), "failed downloads still active");
     let listing = app.get("/err/");
@@ -932,6 +951,116 @@ fn remote_errors_map_to_their_codes_and_leave_no_file() {
         "failed downloads left files: {}",
         listing.text()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retries and resuming
+// ---------------------------------------------------------------------------------------------
+
+/// The `Range` and `If-Range` headers of each request the origin got for `path`.
+fn range_requests(origin: &TestOrigin, path: &str) -> Vec<(Option<String>, Option<String>)> {
+    let header = |r: &OriginRequest, name: &str| r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    origin.requests().iter().filter(|r| r.path == path).map(|r| (header(r, "range"), header(r, "if-range"))).collect()
+}
+
+#[test]
+fn a_flaky_origin_is_retried_and_resumed_with_ranges() {
+    // Busy first (503 with Retry-After: 1), then every answer resets the connection after
+    // 3 MiB: the download goes on from where it broke off each time.
+    let len = 10 * MIB as u64;
+    let flaky = Route::ranged(14, len, "\"v1\"").resetting_after(3 * MIB as u64);
+    let origin = TestOrigin::start(vec![(
+        "/flaky.bin",
+        Route::sequence(vec![Route::with_headers(503, &[("retry-after", "1")])], flaky),
+    )]);
+    let app = App::start(&[("download_max_attempts", "2")]);
+    let (id, path) = start_ok(&app, "flaky", &origin.url("/flaky.bin"), &[]);
+    let record = wait_completed(&app, &id, len, Duration::from_secs(120));
+    assert_eq!(record["total_bytes"], json!(len), "{record}");
+    let (status, sha, size) = file_digest(&app, &path);
+    assert_eq!((status, size, sha), (200, len, generated_sha256(14, len)), "byte-exact after four resets");
+
+    let requests = origin.requests();
+    let gap = requests[1].at.duration_since(requests[0].at);
+    assert!(gap >= Duration::from_secs(1), "Retry-After: 1 was not honoured: retried after {gap:?}");
+    let ranges = range_requests(&origin, "/flaky.bin");
+    let expected: Vec<(Option<String>, Option<String>)> = [None, None]
+        .into_iter()
+        .chain((1..=3).map(|n| Some(format!("bytes={}-", n * 3 * MIB))))
+        .map(|range| (range.clone(), range.map(|_| "\"v1\"".to_owned())))
+        .collect();
+    assert_eq!(ranges, expected, "the requests for the rest of the file");
+    assert_eq!(history_entry(&app, &id)["status"], json!("completed"));
+}
+
+#[test]
+fn only_get_starts_a_download() {
+    let app = App::start(&[]);
+    let origin = TestOrigin::start(vec![("/f.bin", Route::ok(b"only by GET".to_vec()))]);
+    let target = start_target("verbs", &origin.url("/f.bin"), &[]);
+    for method in ["HEAD", "PUT", "POST", "DELETE", "PATCH"] {
+        let resp = app.call(method, &target, Some(USER));
+        assert_eq!(resp.status, 405, "{method} {target}: {}", resp.text());
+        assert_eq!(resp.header("allow"), Some("GET"), "{method} {target}");
+    }
+    assert_eq!(origin.total_hits(), 0, "a refused method fetched the URL");
+    assert!(global_active(&app).is_empty() && history_all(&app, "").is_empty(), "a refused method left a record");
+    let (id, _) = start_ok(&app, "verbs", &origin.url("/f.bin"), &[]);
+    wait_completed(&app, &id, 11, SMALL);
+}
+
+#[test]
+fn not_found_is_not_retried() {
+    let origin = TestOrigin::start(vec![("/missing.bin", Route::status(404))]);
+    let app = App::start(&[]);
+    let (id, _) = start_ok(&app, "nf", &origin.url("/missing.bin"), &[]);
+    let record = wait_failed(&app, &id, "REMOTE_FILE_NOT_FOUND", Duration::from_secs(30));
+    assert_eq!(origin.hits("/missing.bin"), 1, "a 404 was retried: {record}");
+}
+
+#[test]
+fn a_file_that_changes_between_attempts_starts_over_and_is_never_spliced() {
+    // Version "a" breaks off after 2 MiB; by the retry the file is version "b": If-Range makes
+    // the origin send all of "b", which is what gets stored.
+    let len = 6 * MIB as u64;
+    let version_a = Route::ranged(1, len, "\"a\"").resetting_after(2 * MIB as u64);
+    let changing = || Route::sequence(vec![version_a.clone()], Route::ranged(2, len, "\"b\""));
+    let origin = TestOrigin::start(vec![("/changing.bin", changing()), ("/strict.bin", changing())]);
+    let app = App::start(&[]);
+    let (id, path) = start_ok(&app, "changing", &origin.url("/changing.bin"), &[]);
+    wait_completed(&app, &id, len, Duration::from_secs(60));
+    let (status, sha, size) = file_digest(&app, &path);
+    assert_eq!((status, size, sha), (200, len, generated_sha256(2, len)), "not version b, byte-exact");
+    let ranges = range_requests(&origin, "/changing.bin");
+    assert_eq!(ranges[1], (Some(format!("bytes={}-", 2 * MIB)), Some("\"a\"".to_owned())), "{ranges:?}");
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+
+    // With starting over switched off, the download fails and keeps nothing.
+    let strict = App::start(&[("download_restart_without_ranges", "false")]);
+    let (id, path) = start_ok(&strict, "changing", &origin.url("/strict.bin"), &[]);
+    let record = wait_failed(&strict, &id, "NETWORK_ERROR", Duration::from_secs(60));
+    let message = history_entry(&strict, &id)["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains("byte 2097152") && message.contains("download_restart_without_ranges"),
+        "{message}: {record}"
+    );
+    expect_no_file(&strict, &path, "a changed file with restarts off");
+}
+
+#[test]
+fn an_origin_without_ranges_or_validators_starts_over() {
+    // No ETag or Last-Modified: a range cannot be made safe, so the retry asks for all of it.
+    let len = 4 * MIB as u64;
+    let origin = TestOrigin::start(vec![(
+        "/plain.bin",
+        Route::sequence(vec![Route::Cut { len, sent: MIB as u64, rst: true }], Route::generated(0, len)),
+    )]);
+    let app = App::start(&[]);
+    let (id, path) = start_ok(&app, "plain", &origin.url("/plain.bin"), &[]);
+    wait_completed(&app, &id, len, Duration::from_secs(60));
+    let (status, sha, size) = file_digest(&app, &path);
+    assert_eq!((status, size, sha), (200, len, generated_sha256(0, len)));
+    assert_eq!(range_requests(&origin, "/plain.bin"), vec![(None, None), (None, None)]);
 }
 
 #[test]
@@ -965,6 +1094,29 @@ fn timeout_bounds_the_whole_transfer() {
     }
     silent.release();
     stalled.release();
+}
+
+#[test]
+fn a_transfer_past_the_invocation_budget_fails_naming_it_and_leaves_nothing() {
+    // The hosted targets stop a handler at 30 s; `download_invocation_secs` (25 there) ends the
+    // transfer first, with a message that says why, instead of an instance killed mid-write.
+    let origin =
+        TestOrigin::start(vec![("/trickle.bin", Route::Trickle { len: 100, interval: Duration::from_secs(1) })]);
+    let app = App::start(&[("download_invocation_secs", "2")]);
+    let began = Instant::now();
+    let resp = start(&app, "budget", &origin.url("/trickle.bin"), &[("timeout", "60")]);
+    let id = expect_started(&resp, "budget", "trickle.bin", "start past the budget");
+    let record = wait_terminal(&app, &id, Duration::from_secs(30));
+    assert_eq!(status_of(&record), "failed", "{record}");
+    assert_eq!(record["error"], json!("DOWNLOAD_TIMEOUT"), "{record}");
+    let message = record["message"].as_str().unwrap_or_default();
+    assert!(message.contains("2 s invocation budget"), "the message names the budget: {record}");
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "ended at the budget, not the 60 s timeout: {:?}",
+        began.elapsed()
+    );
+    expect_no_file(&app, "budget/trickle.bin", "past the budget");
 }
 
 #[test]
@@ -1381,43 +1533,167 @@ fn history_retention_keeps_the_newest() {
 // Host restart
 // ---------------------------------------------------------------------------------------------
 
+/// Polls until download `id` has at least `bytes` bytes.
+fn wait_received(app: &App, id: &str, bytes: u64, limit: Duration) -> Json {
+    let mut last = Json::Null;
+    poll_until(limit, || {
+        let record = detail(app, id);
+        last = record.clone();
+        (record["current_size"].as_u64().unwrap_or(0) >= bytes).then_some(record)
+    })
+    .unwrap_or_else(|| panic!("download {id} did not reach {bytes} bytes within {limit:?}; last {last}"))
+}
+
 #[test]
-fn killed_host_leaves_a_failed_record_not_a_stuck_one() {
+fn a_killed_host_resumes_its_downloads_after_a_restart() {
     let state = HostState::new("dl-stale-state");
-    let len = 64 * MIB as u64;
+    let len = 16 * MIB as u64;
+    let rate = 2 * MIB as u64;
+    let resumable = Route::ranged(41, len, "\"k1\"").at_rate(rate);
     let origin = TestOrigin::start(vec![
         ("/done.bin", Route::ok(b"finished before the crash".to_vec())),
-        ("/slow.bin", Route::throttled(41, len, 256 * KIB as u64, false)),
+        ("/slow.bin", resumable),
+        ("/plain.bin", Route::throttled(42, len, rate, false)),
     ]);
     let vars = [("download_heartbeat_secs", "1")];
     let app = App::start_in(&state, &vars);
     let (done, done_file) = start_ok(&app, "crash", &origin.url("/done.bin"), &[]);
     wait_completed(&app, &done, 25, SMALL);
-    let (id, file) = start_ok(&app, "crash", &origin.url("/slow.bin"), &[]);
-    wait_downloading(&app, &id, SMALL);
+    let sha = generated_sha256(41, len);
+    let (id, file) = start_ok(&app, "crash", &origin.url("/slow.bin"), &[("sha256", &sha)]);
+    let (plain, plain_file) = start_ok(&app, "crash", &origin.url("/plain.bin"), &[]);
+    // Past a checkpoint at a part boundary whichever backend holds the bytes (parts of 8 MiB,
+    // checkpoints every 2 s).
+    wait_received(&app, &id, 12 * MIB as u64, SMALL);
     drop(app); // SIGKILL mid-transfer
 
+    // Reading the records after the restart finds the workers dead and resumes them.
     let app = App::start_in(&state, &vars);
     let restarted = Instant::now();
-    let mut last = Json::Null;
-    let record = poll_until(Duration::from_secs(10), || {
-        let r = detail(&app, &id);
-        last = r.clone();
-        (status_of(&r) == "failed").then_some(r)
-    })
-    .unwrap_or_else(|| panic!("10 s after the restart the record is still {last}"));
-    assert_eq!(record["error"], json!("NETWORK_ERROR"), "{record}");
-    eprintln!("stale record failed {:?} after the restart", restarted.elapsed());
-    let entry = history_entry(&app, &id);
-    assert_eq!(entry["status"], json!("failed"), "{entry}");
-    assert_eq!(entry["error"], json!("NETWORK_ERROR"), "{entry}");
-    assert!(!ids(&global_active(&app)).contains(&id), "still in the global active list");
-    assert!(!ids(&dir_active(&app, "crash")).contains(&id), "still in the directory's active list");
-    expect_no_file(&app, &file, "interrupted download");
+    let record = wait_completed(&app, &id, len, Duration::from_secs(90));
+    eprintln!("resumed download completed {:?} after the restart", restarted.elapsed());
+    assert_eq!(record["total_bytes"], json!(len), "{record}");
+    let (status, digest, size) = file_digest(&app, &file);
+    assert_eq!((status, size, digest), (200, len, sha), "byte-exact, its SHA-256 checked across invocations");
+    let resumed_from: Vec<u64> = range_requests(&origin, "/slow.bin")
+        .into_iter()
+        .filter_map(|(range, if_range)| {
+            assert_eq!(if_range.is_some(), range.is_some(), "a range always names its version");
+            range?.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()
+        })
+        .collect();
+    assert_eq!(resumed_from.len(), 1, "one request for the rest: {resumed_from:?}");
+    assert!(resumed_from[0] > 0 && resumed_from[0] < len, "{resumed_from:?}");
+    // Without a validator the other starts over, and completes all the same.
+    wait_completed(&app, &plain, len, Duration::from_secs(90));
+    expect_file(&app, &plain_file, &generated_bytes(42, len));
+    assert_eq!(range_requests(&origin, "/plain.bin"), vec![(None, None), (None, None)]);
 
+    // One record, one history entry each.
+    let entries: Vec<Json> = history_all(&app, "").into_iter().filter(|e| e["id"] == json!(id)).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["status"], json!("completed"));
+    assert!(!ids(&global_active(&app)).contains(&id), "still in the global active list");
     // Records and files from before the crash survive it.
     assert_eq!(history_entry(&app, &done)["status"], json!("completed"));
     expect_file(&app, &done_file, b"finished before the crash");
+}
+
+#[test]
+fn a_killed_download_that_cannot_go_on_fails_and_keeps_nothing() {
+    // Restarts switched off and no validator: after the crash there is no safe way on.
+    let state = HostState::new("dl-stale-strict");
+    let len = 16 * MIB as u64;
+    let origin = TestOrigin::start(vec![("/slow.bin", Route::throttled(43, len, 2 * MIB as u64, false))]);
+    let vars = [("download_heartbeat_secs", "1"), ("download_restart_without_ranges", "false")];
+    let app = App::start_in(&state, &vars);
+    let (id, file) = start_ok(&app, "crash", &origin.url("/slow.bin"), &[]);
+    wait_received(&app, &id, 7 * MIB as u64, SMALL);
+    drop(app);
+    let app = App::start_in(&state, &vars);
+    let record = wait_failed(&app, &id, "NETWORK_ERROR", Duration::from_secs(60));
+    let message = history_entry(&app, &id)["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("download_restart_without_ranges"), "{message}: {record}");
+    expect_no_file(&app, &file, "a download that could not go on");
+    assert!(!ids(&global_active(&app)).contains(&id));
+}
+
+#[test]
+fn slices_carry_a_trickled_download_across_many_invocations() {
+    // One-second slices on a 100 MB download trickled over about 20 s: each invocation hands
+    // off to the next, which asks for the rest; the SHA-256 covers the whole file.
+    let len = 100_000_000u64;
+    let origin = TestOrigin::start(vec![("/long.bin", Route::ranged(44, len, "\"t1\"").at_rate(5_000_000))]);
+    let app = App::start(&[("download_slice_secs", "1")]);
+    let sha = generated_sha256(44, len);
+    let (id, file) = start_ok(&app, "sliced", &origin.url("/long.bin"), &[("sha256", &sha)]);
+    let record = wait_completed(&app, &id, len, Duration::from_secs(180));
+    assert_eq!(record["total_bytes"], json!(len));
+    let (status, digest, size) = file_digest(&app, &file);
+    if status != 200 {
+        let resp = app.get(&format!("/{file}"));
+        panic!("GET {file}: {} {}\n{}", resp.status, resp.text(), app.stderr_tail());
+    }
+    assert_eq!((status, size, digest), (200, len, sha));
+    let ranges = range_requests(&origin, "/long.bin");
+    assert!(ranges.len() >= 10, "only {} requests: {ranges:?}", ranges.len());
+    assert!(ranges.iter().skip(1).all(|(range, if_range)| range.is_some() && if_range.as_deref() == Some("\"t1\"")));
+    let entries: Vec<Json> = history_all(&app, "").into_iter().filter(|e| e["id"] == json!(id)).collect();
+    assert_eq!(entries.len(), 1, "one history entry for all the slices: {entries:?}");
+}
+
+#[test]
+fn a_file_that_changes_between_slices_starts_over_and_is_never_spliced() {
+    // The first slice stores part of version "a"; when the next asks for the rest, the file
+    // is version "b": If-Range gets all of "b", which the next slices carry on.
+    let len = 8 * MIB as u64;
+    let rate = 2 * MIB as u64;
+    let changing = Route::sequence(
+        vec![Route::ranged(3, len, "\"a\"").at_rate(rate)],
+        Route::ranged(4, len, "\"b\"").at_rate(rate),
+    );
+    let origin = TestOrigin::start(vec![("/changing.bin", changing)]);
+    let app = App::start(&[("download_slice_secs", "1")]);
+    let (id, file) = start_ok(&app, "sliced", &origin.url("/changing.bin"), &[]);
+    wait_completed(&app, &id, len, Duration::from_secs(90));
+    let (status, digest, size) = file_digest(&app, &file);
+    assert_eq!((status, size, digest), (200, len, generated_sha256(4, len)), "not version b, byte-exact");
+    let ranges = range_requests(&origin, "/changing.bin");
+    assert_eq!(ranges[1].1.as_deref(), Some("\"a\""), "the second slice asked for the rest of a: {ranges:?}");
+    assert!(ranges.len() >= 3, "b was carried across slices too: {ranges:?}");
+}
+
+#[test]
+fn a_download_that_cannot_be_resumed_is_not_sliced() {
+    // No ETag, no Last-Modified: the next slice would have to start over, so this one goes on
+    // past its budget (the host's invocation limit still bounds it).
+    let len = 4 * MIB as u64;
+    let origin = TestOrigin::start(vec![("/plain.bin", Route::throttled(46, len, MIB as u64, false))]);
+    let app = App::start(&[("download_slice_secs", "1")]);
+    let (id, file) = start_ok(&app, "unsliced", &origin.url("/plain.bin"), &[]);
+    wait_completed(&app, &id, len, Duration::from_secs(60));
+    expect_file(&app, &file, &generated_bytes(46, len));
+    assert_eq!(origin.hits("/plain.bin"), 1, "it was sliced and started over");
+}
+
+#[test]
+fn a_sixty_second_download_completes_under_the_wasm_functions_profile() {
+    if !on_hosted_platform() {
+        eprintln!("skipped: runs under DOWNLINK_TEST_PLATFORM=wasm-functions (its 30 s handler limit)");
+        return;
+    }
+    // 30 MB at 500 kB/s: 60 s, twice the host's handler limit; its manifest's 20 s slices
+    // carry it across three invocations.
+    let len = 30_000_000u64;
+    let origin = TestOrigin::start(vec![("/minute.bin", Route::ranged(45, len, "\"m1\"").at_rate(500_000))]);
+    let app = App::start(&[]);
+    let began = Instant::now();
+    let (id, file) = start_ok(&app, "minute", &origin.url("/minute.bin"), &[("timeout", "600")]);
+    wait_completed(&app, &id, len, Duration::from_secs(240));
+    assert!(began.elapsed() > Duration::from_secs(30), "it was meant to outlast one invocation");
+    let (status, digest, size) = file_digest(&app, &file);
+    assert_eq!((status, size, digest), (200, len, generated_sha256(45, len)));
+    assert!(range_requests(&origin, "/minute.bin").len() >= 3);
 }
 
 // ---------------------------------------------------------------------------------------------

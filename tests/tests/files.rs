@@ -261,6 +261,9 @@ fn round_trip_boundary_sizes() {
 
 #[test]
 fn round_trip_50_mib() {
+    if skip_on_hosted_platform("a 50 MiB PUT is over the hosted 10 MiB request body cap") {
+        return;
+    }
     let app = App::start();
     let data = pseudo_random_bytes(50, 50 * MIB);
     let started = Instant::now();
@@ -642,8 +645,16 @@ fn verify_reads_checks_whole_files_against_the_crc_recorded_at_write_time() {
                 }
             }
             assert!(received.len() < data.len(), "the whole changed file arrived");
-            let stderr = app.host.component_stderr("files");
-            assert!(stderr.contains("CRC-32"), "the files component logs why it stopped: {stderr}");
+            // The log line may land after the client saw the cut (Spin writes it from the
+            // instance, which runs on after the connection ends).
+            let logged = poll_until(Duration::from_secs(10), || {
+                Some(app.host.component_stderr("files")).filter(|s| s.contains("CRC-32"))
+            });
+            assert!(
+                logged.is_some(),
+                "the files component logs why it stopped: {}",
+                app.host.component_stderr("files")
+            );
         } else {
             let (resp, total) = result.expect("served as stored");
             assert_eq!((resp.status, total), (200, data.len() as u64));
@@ -973,6 +984,17 @@ fn a_directory_of_many_index_pages_lists_in_pages_and_deletes_whole() {
         }
     });
     let expected: Vec<String> = (0..N).map(|i| format!("f-{i:04}.txt")).collect();
+    let listed = app.names("/many/");
+    if on_hosted_platform() && listed != expected {
+        // Without KV atomics an index entry may be lost when two writers of one page interleave
+        // within the settle time (the README's platform table); garbage collection re-links
+        // every published file missing from its listing. Exact everywhere else.
+        let lost = expected.len() - listed.len().min(expected.len());
+        eprintln!("hosted profile: {lost} of {N} listing entries lost under 8 concurrent clients; GC re-links them");
+        let gc = app.call("POST", "/api/v1/admin/gc?grace=0", Some(ROOT), &[], b"");
+        expect_status(&gc, 200, "GC re-linking lost entries");
+        assert!(gc.json()["files_relinked"].as_u64() >= Some(lost as u64), "GC report: {}", gc.json());
+    }
     assert_eq!(app.names("/many/"), expected, "the whole listing");
 
     let mut paged = Vec::new();
@@ -1162,18 +1184,24 @@ fn file_versus_directory_conflicts_are_409() {
 fn other_methods_are_405_with_allow() {
     let app = App::start();
     upload(&app, "/x", "x", b"x", 201);
-    for (method, path) in [("POST", "/x"), ("PATCH", "/x"), ("POST", "/newdir/"), ("PATCH", "/")] {
+    // The root is only read; a directory path (`/d/`) is read or deleted; a file path takes all.
+    let cases = [
+        ("POST", "/x", "GET, HEAD, PUT, DELETE"),
+        ("PATCH", "/x", "GET, HEAD, PUT, DELETE"),
+        ("POST", "/newdir/", "GET, HEAD, DELETE"),
+        ("PUT", "/newdir/", "GET, HEAD, DELETE"),
+        ("PATCH", "/", "GET, HEAD"),
+        ("PUT", "/", "GET, HEAD"),
+        ("DELETE", "/", "GET, HEAD"),
+    ];
+    for (method, path, allowed) in cases {
         let what = format!("{method} {path}");
         let resp = app.call(method, path, Some(ROOT), &[], b"body");
         expect_error(&resp, 405, "METHOD_NOT_ALLOWED", &what);
-        let allow = resp
-            .header("allow")
-            .unwrap_or_else(|| panic!("{what}: 405 without Allow; {:?}", resp.headers))
-            .to_ascii_uppercase();
-        for m in ["GET", "PUT", "DELETE"] {
-            assert!(allow.split(',').any(|a| a.trim() == m), "{what}: Allow {allow:?} lacks {m}");
-        }
+        assert_eq!(resp.header("allow"), Some(allowed), "{what}");
     }
+    // `/x/` names a directory: the file `x` is neither listed nor deleted through it.
+    expect_error(&app.call("DELETE", "/x/", Some(ROOT), &[], b""), 404, "NOT_FOUND", "DELETE /x/ of a file");
     assert_eq!(app.get("/x").body, b"x");
     assert_eq!(app.names("/"), vec!["x".to_string()], "a 405 request wrote something");
 }
@@ -1280,6 +1308,9 @@ fn concurrent_overwrites_of_one_path_leave_one_whole_version() {
 
 #[test]
 fn reads_during_overwrites_never_return_a_silent_mix() {
+    if skip_on_hosted_platform("its uploads are over the hosted 10 MiB request body cap") {
+        return;
+    }
     // The storage design accepts that a download streaming a file that is overwritten is cut
     // (its old chunks disappear); that must show as an error or a short body, never as a
     // complete response whose bytes mix versions.
@@ -1386,6 +1417,9 @@ fn a_wrong_bucket_secret_is_a_clear_error_naming_the_variables() {
 /// abandoned multipart upload aborted by GC once the bucket is back.
 #[test]
 fn the_bucket_stopping_mid_upload_or_mid_read_is_clear_and_leaves_nothing() {
+    if skip_on_hosted_platform("its 12 MiB upload is over the hosted 10 MiB request body cap") {
+        return;
+    }
     if !bytes_in_bucket() {
         eprintln!("skipped: runs with DOWNLINK_TEST_STORAGE=s3");
         return;
@@ -1488,6 +1522,9 @@ const SECRET_MARKER: &str = "test-secret";
 
 #[test]
 fn overwrites_deletes_and_aborted_uploads_leave_no_stored_garbage() {
+    if skip_on_hosted_platform("its uploads are over the hosted 10 MiB request body cap") {
+        return;
+    }
     let app = App::start();
     // Overwrite big with small, and small with big.
     upload(&app, "/g/shrink.bin", "g/shrink.bin", &pseudo_random_bytes(1, 3 * MIB + 1), 201);

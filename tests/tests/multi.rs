@@ -754,6 +754,11 @@ fn archive_to_disk(app: &App, id: &str, path: &Path, what: &str) -> (Resp, u64) 
 /// `unzip -t`, Python's `zipfile` and the zip crate read back.
 #[test]
 fn a_single_file_over_4_gib_in_a_bucket_zips_as_zip64() {
+    if skip_on_hosted_platform(
+        "a 4 GiB URL download outlasts one 30 s invocation (durable downloads are a later issue)",
+    ) {
+        return;
+    }
     if !bytes_in_bucket() {
         eprintln!("skipped: runs with DOWNLINK_TEST_STORAGE=s3");
         return;
@@ -809,6 +814,9 @@ fn a_single_file_over_4_gib_in_a_bucket_zips_as_zip64() {
 
 #[test]
 fn zip64_archive_over_4_gib() {
+    if skip_on_hosted_platform("its 64 MiB upload is over the hosted 10 MiB request body cap") {
+        return;
+    }
     let app = App::start();
     // One 64 MiB upload, then 69 records sharing its blob: 70 entries, about 4.4 GiB of
     // archive, so the later entries' local headers and the central directory sit past 4 GiB.
@@ -998,6 +1006,9 @@ fn files_changed_after_prepare_are_409_before_any_byte() {
 
 #[test]
 fn a_file_deleted_mid_download_truncates_the_response() {
+    if skip_on_hosted_platform("its 24 MiB uploads are over the hosted 10 MiB request body cap") {
+        return;
+    }
     let app = App::start();
     let a = pseudo_random_bytes(31, 24 * MIB);
     let b = pseudo_random_bytes(32, 24 * MIB);
@@ -1101,10 +1112,13 @@ fn bad_prepare_bodies_are_refused() {
     };
     let resp = raw_request(app.host.addr(), &request).expect("chunked oversized prepare");
     expect_error(&resp, 413, "PAYLOAD_TOO_LARGE", "> 4 MiB chunked");
-    // Well over the limit: still a clean 413 for a client that sends everything first.
-    let mut huge = big.clone();
-    huge.resize(12 * MIB, b' ');
-    expect_error(&post(json_type, &huge), 413, "PAYLOAD_TOO_LARGE", "12 MiB");
+    // Well over the limit: still a clean 413 for a client that sends everything first (on a
+    // hosted target the host itself refuses bodies over its 10 MiB cap, before the app runs).
+    if !on_hosted_platform() {
+        let mut huge = big.clone();
+        huge.resize(12 * MIB, b' ');
+        expect_error(&post(json_type, &huge), 413, "PAYLOAD_TOO_LARGE", "12 MiB");
+    }
     // A body declared far too large is refused at once, without waiting for it.
     let request = format!(
         "POST /api/download/prepare HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
@@ -1113,7 +1127,11 @@ fn bad_prepare_bodies_are_refused() {
     );
     let started = Instant::now();
     let resp = raw_request(app.host.addr(), request.as_bytes()).expect("declared 1 GiB prepare");
-    expect_error(&resp, 413, "PAYLOAD_TOO_LARGE", "declared 1 GiB");
+    if on_hosted_platform() {
+        assert_eq!(resp.status, 413, "declared 1 GiB: the host's own refusal: {:?}", resp.text());
+    } else {
+        expect_error(&resp, 413, "PAYLOAD_TOO_LARGE", "declared 1 GiB");
+    }
     assert!(started.elapsed() < Duration::from_secs(5), "the declared-too-large body was waited for");
 
     // Just under the limit is fine.
@@ -1200,6 +1218,9 @@ fn bandwidth_is_counted_and_the_quota_enforced() {
 
 #[test]
 fn usage_without_a_quota_and_large_downloads_count_exactly() {
+    if skip_on_hosted_platform("its 20 MiB upload is over the hosted 10 MiB request body cap") {
+        return;
+    }
     let app = App::start();
     let data = pseudo_random_bytes(51, 20 * MIB + 123);
     app.upload("/n/big.bin", &data);
