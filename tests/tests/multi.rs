@@ -134,7 +134,9 @@ fn wait_bytes_sent(app: &App, principal: &str, expected: u64) -> Json {
         last = app.usage(principal);
         (last["bytes_sent"].as_u64() == Some(expected)).then(|| last.clone())
     });
-    found.unwrap_or_else(|| panic!("{principal}: bytes_sent never reached {expected}: {last}"))
+    found.unwrap_or_else(|| {
+        panic!("{principal}: bytes_sent never reached {expected}: {last}\n--- host stderr ---\n{}", app.stderr_tail())
+    })
 }
 
 fn prepare_id(resp: &Resp, what: &str) -> String {
@@ -1234,6 +1236,39 @@ fn usage_without_a_quota_and_large_downloads_count_exactly() {
         usage,
         json!({"principal": "alice", "bytes_sent": resp.body.len(), "quota_bytes": null, "remaining_bytes": null})
     );
+}
+
+#[test]
+fn overlapping_downloads_of_one_principal_are_each_counted_once() {
+    const CLIENTS: u64 = 8;
+    let app = App::start();
+    let data = pseudo_random_bytes(52, 100 * KIB);
+    app.upload("/o/f.bin", &data);
+    let id = app.prepare(&["/o/f.bin"]);
+    thread::scope(|scope| {
+        for _ in 0..CLIENTS {
+            let app = &app;
+            let id = &id;
+            scope.spawn(move || expect_status(&app.multi(id), 200, "overlapping download"));
+        }
+    });
+    let expected = CLIENTS * data.len() as u64;
+    if !on_hosted_platform() {
+        wait_bytes_sent(&app, ALICE, expected);
+        return;
+    }
+    // Without atomics an increment is written, then confirmed: one that finds others on top of
+    // its own must not add itself again (that double-counted). A writer slower than the settle
+    // time can still overwrite a step (the README's platform table), so here: never more.
+    thread::sleep(Duration::from_secs(2));
+    let counted = app.usage(ALICE)["bytes_sent"].as_u64().unwrap();
+    assert!(counted <= expected, "{counted} bytes counted for {CLIENTS} downloads of {}", data.len());
+    if counted < expected {
+        eprintln!(
+            "hosted profile: {} of {CLIENTS} overlapping downloads lost their count",
+            (expected - counted) / data.len() as u64
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ pub fn open_records() -> Result<KvStorage, ApiError> {
     #[cfg(not(feature = "hosted"))]
     return Ok(ExactKv::new(bucket, crate::pause));
     #[cfg(feature = "hosted")]
-    return Ok(OptimisticKv::new(bucket, crate::pause));
+    return Ok(OptimisticKv::new(bucket, crate::pause, crate::random_u64));
 }
 
 /// A key-value store label opened for this request, with Spin's own semantics.

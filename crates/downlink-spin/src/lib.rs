@@ -39,6 +39,11 @@ pub fn random_bytes() -> [u8; 16] {
     out
 }
 
+/// 64 bits from the host's CSPRNG (`wasi:random`).
+pub fn random_u64() -> u64 {
+    wasi::random::random::get_random_u64()
+}
+
 /// A fresh random id: a UUID v4 (122 of [`random_bytes`]' bits) in its hyphenated spelling.
 pub fn random_id() -> String {
     uuid::Builder::from_random_bytes(random_bytes()).into_uuid().to_string()
