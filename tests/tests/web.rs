@@ -117,6 +117,12 @@ fn the_console_is_served_under_the_reserved_prefix_with_a_strict_policy() {
         let resp = app.call("GET", asset, None, &[], b"");
         expect_status(&resp, 200, asset);
         assert!(html.contains(asset.trim_start_matches("/api/console/")), "the page does not load {asset}");
+        // HEAD tells the length GET sends, with no body.
+        let head = app.call("HEAD", asset, None, &[], b"");
+        expect_status(&head, 200, &format!("HEAD {asset}"));
+        let length = resp.body.len().to_string();
+        assert_eq!(head.header("content-length"), Some(length.as_str()), "HEAD {asset}");
+        assert!(head.body.is_empty(), "HEAD {asset} sent a body");
     }
     expect_error(&app.call("GET", "/api/console/missing.js", None, &[], b""), 404, "NOT_FOUND", "unknown asset");
     expect_error(&app.call("POST", "/api/console/", None, &[], b""), 405, "METHOD_NOT_ALLOWED", "POST to a page");

@@ -3,7 +3,7 @@
 //! What to answer is decided by `downlink_core::web`; this component only sends it.
 
 use downlink_core::web::{self, WebAsset};
-use downlink_spin::http::{send_bytes, send_error, RequestHead};
+use downlink_spin::http::{send_error, start_response, RequestHead};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
@@ -30,7 +30,12 @@ const ASSETS: &[WebAsset] = &[
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = RequestHead::of(&req);
     match web::answer(ASSETS, &head.method_name(), head.path(), head.header("if-none-match")) {
-        Ok(answer) => send_bytes(out, answer.status, &answer.headers, answer.body),
+        Ok(answer) => {
+            // Not `send_bytes`: its Content-Length would be the (empty) body's for `HEAD`.
+            let mut body = start_response(out, answer.status, &answer.headers);
+            // A client that went away has nothing left to be told.
+            let _ = body.write_all(answer.body).and_then(|()| body.finish());
+        }
         Err(e) => send_error(out, &e),
     }
 }

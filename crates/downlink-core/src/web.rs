@@ -40,7 +40,8 @@ pub struct WebAsset {
 pub struct WebAnswer {
     /// `200`, or `304` when the client's copy is current.
     pub status: u16,
-    /// Every header to send (without `Content-Length`).
+    /// Every header to send, `Content-Length` included: for `HEAD` it is the asset's length, as
+    /// `GET` would send, though no body follows.
     pub headers: Vec<(&'static str, String)>,
     /// The body: the asset for `GET`, empty for `HEAD` and `304`.
     pub body: &'static [u8],
@@ -63,7 +64,8 @@ pub fn answer(
     };
     // `/api/console` without its slash: the page's relative links need the directory form.
     if path == CONSOLE_PREFIX.trim_end_matches('/') {
-        return Ok(WebAnswer { status: 308, headers: vec![("location", CONSOLE_PREFIX.to_string())], body: b"" });
+        let headers = vec![("location", CONSOLE_PREFIX.to_string()), ("content-length", "0".to_string())];
+        return Ok(WebAnswer { status: 308, headers, body: b"" });
     }
     let wanted = if path == CONSOLE_PREFIX { CONSOLE_INDEX } else { path };
     let asset = assets
@@ -89,6 +91,7 @@ pub fn answer(
     if if_none_match.is_some_and(|header| if_none_match_matches(header, &etag)) {
         return Ok(WebAnswer { status: 304, headers, body: b"" });
     }
+    headers.push(("content-length", asset.bytes.len().to_string()));
     Ok(WebAnswer { status: 200, headers, body: if head_only { b"" } else { asset.bytes } })
 }
 
@@ -164,6 +167,13 @@ mod tests {
         assert_eq!((again.status, again.body), (304, &b""[..]));
         let head = answer(ASSETS, "HEAD", "/api/console/console.js", None).unwrap();
         assert_eq!((head.status, head.body), (200, &b""[..]));
+        // HEAD tells the length GET would send.
+        let length = first.body.len().to_string();
+        assert_eq!(
+            (header(&head, "content-length"), header(&first, "content-length")),
+            (Some(&*length), Some(&*length))
+        );
+        assert_eq!(header(&again, "content-length"), None, "a 304 has no body to measure");
         for (method, path) in [("POST", "/api/console/"), ("TRACE", "/api/console"), ("PUT", OPENAPI_PATH)] {
             let refused = answer(ASSETS, method, path, None).unwrap_err();
             assert_eq!(refused.status(), 405, "{method} {path}");
