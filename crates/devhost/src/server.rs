@@ -254,7 +254,9 @@ impl http_body::Body for CountingBody {
 
 impl Drop for CountingBody {
     fn drop(&mut self) {
-        let complete = self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.bytes);
+        // A HEAD answer's body is never read: hyper drops it unsent, which is no client leaving.
+        let head = self.line.as_ref().is_some_and(|l| l.method == http::Method::HEAD);
+        let complete = head || self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.bytes);
         let outcome = if complete { "" } else { " (client went away)" };
         self.finish(outcome);
     }
